@@ -1,0 +1,490 @@
+"""MedVRVQAEnv: answer a medical visual question, looking closer with tools first."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from . import render as rendering
+from .boxes import box_from_agent, check_format
+from .data.registry import make_dataset
+from .data.sample import VQADataset, format_options
+from .entropy import make_estimator
+from .episode import Episode, StepRecord
+from .errors import ActionError, ErrorCode, ToolError
+from .grading import grade_answer
+from .protocol import DEFAULT_MAX_CHARS, ToolCall, parse_action_text
+from .text import CHARSET, normalize_text
+from .tools import DEFAULT_TOOLS, Tool, ToolContext, ToolResult, resolve_tool, validate_arguments
+
+MAX_OPTIONS_LENGTH = 1024
+MAX_FEEDBACK_LENGTH = 256
+STRUCTURED_TEXT_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class EnvSnapshot:
+    """Everything needed to continue an episode exactly: the episode record and the RNG state."""
+
+    episode: Episode
+    rng_state: dict[str, Any]
+    sample_index: int
+
+
+class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
+    """Medical visual question answering where the agent may zoom, crop and look again before answering.
+
+    ## Description
+
+    An episode is one sample: a medical image, a question, optional answer options and a
+    reference answer. The agent sees the current view of the image (at first the whole
+    image, shrunk to ``obs_size``) and acts with tools: ``think`` (text only), ``zoom`` and
+    ``crop`` (a box on any earlier view), ``relook`` (the full image or an earlier view
+    again, at full quality) and ``answer`` (terminal, graded). Every step may carry the
+    acting policy's uncertainty (normalised entropy), which the observation shows as a
+    fixed-length window: the entropy channel.
+
+    ## Action Space
+
+    Three equivalent forms, all checked against the same tool schemas:
+
+    - **structured** (``action_space``, for non-LLM code): ``Dict(tool=Discrete(n_tools),
+      bbox=Box(0, 1, (4,)), view=Discrete(max_steps + 1), text=Text(64), entropy=Box(0, 1, (1,)))``.
+      ``tool`` indexes ``env.tool_names``; ``bbox`` is ``[x1, y1, x2, y2]`` as fractions
+      of the view named by ``view``; ``text`` fills text arguments (think, answer). Omit
+      ``entropy`` to let the uncertainty estimator fill the channel.
+    - **text** (the VLM path, or the ``TextActions`` wrapper): a string in the protocol
+      ``<think>..</think><tool_call>{"name": .., "arguments": {..}}</tool_call>`` or
+      ``<answer>..</answer>``, with boxes in ``bbox_format``. To report entropy, pass
+      ``{"text": str, "entropy": float, "tool_entropy": float, "token_entropies": [float]}``.
+    - **call**: ``{"name": "zoom", "arguments": {"bbox_2d": [...], "source": 0}}``, boxes in ``bbox_format``.
+
+    ## Observation Space
+
+    A flat ``Dict``: ``image`` (``obs_size`` x ``obs_size`` x 3 uint8, the current view),
+    ``question``, ``options`` (``"A. ..\\nB. .."`` or empty) and ``feedback`` (the last
+    tool result or error message) as ``Text`` over :data:`medvr_env.text.CHARSET`,
+    ``entropy`` (the last ``entropy_window`` values, oldest first, zero-padded on the
+    left) with ``entropy_mask`` (1 where a value was known), ``view_box`` (the current
+    view's box as fractions of the original) and ``step``.
+
+    ## Rewards
+
+    Named terms in ``info["reward_terms"]``; the reward is their sum. ``accuracy``: 1 for a
+    correct answer (deterministic grading), else 0. ``format``: ``format_penalty`` for an
+    invalid action. ``cost``: ``-step_cost`` per step. ``tool``: 0 here; credit-assignment
+    wrappers fill it.
+
+    ## Starting State
+
+    A sample drawn with ``self.np_random`` (or ``options={"index": i}``); view 0 is the
+    whole image.
+
+    ## Episode End
+
+    Terminated when the agent answers. Truncated after ``max_steps`` steps or
+    ``max_consecutive_errors`` invalid actions in a row. ``info["stop_reason"]`` says which.
+
+    ## Info
+
+    ``views`` (full-resolution arrays of the views this step produced, if
+    ``return_views``), ``view_index``, ``num_views``, ``error`` / ``error_message``,
+    ``reward_terms``, ``stop_reason``, ``action_mask`` (per tool, for ``env.tool_names``),
+    ``is_success``, ``applied_box``, ``entropy``, ``answer``, ``sample_id``.
+
+    ## Arguments
+
+    ``dataset`` (registered name, import path or instance), ``split``, ``dataset_kwargs``,
+    ``tools``, ``bbox_format`` (``"pixel"`` | ``"norm"`` | ``"norm1000"``), ``obs_size``,
+    ``view_size`` (zoom output, longer side), ``max_view_side`` (image budget for crop
+    and relook), ``max_steps``, ``max_consecutive_errors``, ``entropy_window``,
+    ``uncertainty_estimator``, ``format_penalty``, ``step_cost``, ``min_box_side``,
+    ``max_aspect_ratio``, ``max_question_length``, ``max_action_chars``,
+    ``return_views``, ``render_mode``.
+
+    ## Version History
+
+    - v0: first release.
+    """
+
+    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        dataset: str | VQADataset = "procedural",
+        split: str = "train",
+        dataset_kwargs: dict[str, Any] | None = None,
+        tools: Sequence[str | type[Tool]] = DEFAULT_TOOLS,
+        bbox_format: str = "norm",
+        obs_size: int = 224,
+        view_size: int = 448,
+        max_view_side: int = 1024,
+        max_steps: int = 8,
+        max_consecutive_errors: int = 3,
+        entropy_window: int = 8,
+        uncertainty_estimator: Any = None,
+        format_penalty: float = -0.2,
+        step_cost: float = 0.0,
+        min_box_side: int = 28,
+        max_aspect_ratio: float = 100.0,
+        max_question_length: int = 512,
+        max_action_chars: int = DEFAULT_MAX_CHARS,
+        return_views: bool = True,
+        render_mode: str | None = None,
+    ) -> None:
+        self.bbox_format = check_format(bbox_format)
+        for name, value, lo in [
+            ("obs_size", obs_size, 36),
+            ("view_size", view_size, 28),
+            ("max_view_side", max_view_side, 28),
+            ("max_steps", max_steps, 1),
+            ("max_consecutive_errors", max_consecutive_errors, 1),
+            ("entropy_window", entropy_window, 1),
+            ("min_box_side", min_box_side, 1),
+            ("max_question_length", max_question_length, 16),
+        ]:
+            if not isinstance(value, int) or value < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+        if not max_aspect_ratio >= 1:
+            raise ValueError(f"max_aspect_ratio must be >= 1, got {max_aspect_ratio!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+
+        self.dataset = make_dataset(dataset, split=split, **(dataset_kwargs or {}))
+        if len(self.dataset) == 0:
+            raise ValueError(f"dataset {getattr(self.dataset, 'name', dataset)!r} split {split!r} has no samples")
+        tool_classes = [resolve_tool(t) for t in tools]
+        names = [cls.name for cls in tool_classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tools are listed twice: {names}")
+        if not any(cls.terminal for cls in tool_classes):
+            raise ValueError(f"no terminal tool among {names}: add 'answer' so episodes can end")
+        self.tool_names: tuple[str, ...] = tuple(names)
+        self._tools: dict[str, Tool] = {cls.name: cls() for cls in tool_classes}
+        self._ctx = ToolContext(view_size=view_size, max_view_side=max_view_side, bbox_format=self.bbox_format)
+
+        self.obs_size = obs_size
+        self.max_steps = max_steps
+        self.max_consecutive_errors = max_consecutive_errors
+        self.entropy_window = entropy_window
+        self.estimator = make_estimator(uncertainty_estimator)
+        self.format_penalty = float(format_penalty)
+        self.step_cost = float(step_cost)
+        self.min_box_side = min_box_side
+        self.max_aspect_ratio = float(max_aspect_ratio)
+        self.max_question_length = max_question_length
+        self.max_action_chars = max_action_chars
+        self.return_views = bool(return_views)
+        self.render_mode = render_mode
+
+        text = lambda n, lo=0: spaces.Text(max_length=n, min_length=lo, charset=CHARSET)  # noqa: E731
+        self.observation_space = spaces.Dict(
+            {
+                "image": spaces.Box(0, 255, (obs_size, obs_size, 3), np.uint8),
+                "question": text(max_question_length),
+                "options": text(MAX_OPTIONS_LENGTH),
+                "feedback": text(MAX_FEEDBACK_LENGTH),
+                "entropy": spaces.Box(0.0, 1.0, (entropy_window,), np.float32),
+                "entropy_mask": spaces.MultiBinary(entropy_window),
+                "view_box": spaces.Box(0.0, 1.0, (4,), np.float32),
+                "step": spaces.Discrete(max_steps + 1),
+            }
+        )
+        self.action_space = spaces.Dict(
+            {
+                "tool": spaces.Discrete(len(self.tool_names)),
+                "bbox": spaces.Box(0.0, 1.0, (4,), np.float32),
+                "view": spaces.Discrete(max_steps + 1),
+                "text": text(STRUCTURED_TEXT_LENGTH),
+                "entropy": spaces.Box(0.0, 1.0, (1,), np.float32),
+            }
+        )
+        self._episode: Episode | None = None
+        self._sample_index = -1
+        self._question = ""
+        self._options = ""
+
+    # ------------------------------------------------------------------ API
+    @property
+    def episode(self) -> Episode:
+        """The current episode record (read it; do not modify it)."""
+        if self._episode is None:
+            raise RuntimeError("no episode yet: call reset() first")
+        return self._episode
+
+    @property
+    def tools(self) -> list[type[Tool]]:
+        """The enabled tool classes, in action-index order."""
+        return [type(self._tools[n]) for n in self.tool_names]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if "index" in options:
+            index = options["index"]
+            if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.dataset):
+                raise ValueError(f"options['index'] must be an integer in [0, {len(self.dataset)}), got {index!r}")
+            index = int(index)
+        else:
+            index = int(self.np_random.integers(len(self.dataset)))
+        sample = self.dataset[index]
+        original = self.dataset.load_image(sample)
+        self._sample_index = index
+        self._episode = Episode.start(sample, original, self._ctx.max_view_side)
+        self._question = normalize_text(sample.question, self.max_question_length)
+        self._options = normalize_text(format_options(sample.options), MAX_OPTIONS_LENGTH)
+        info = self._info(new_views=(0,), error=None, terms={}, answer=None, applied_box=None, entropy=None)
+        return self._observation(""), info
+
+    def step(self, action: Any):
+        episode = self.episode
+        if episode.stop_reason:
+            raise RuntimeError(f"the episode has ended ({episode.stop_reason}); call reset() first")
+
+        raw, call, bbox_format, reported, error = self._decode(action)
+        entropy, source = self._entropy(reported, episode)
+        result = ToolResult()
+        if error is None:
+            tool = self._tools[call.name]
+            args, error = validate_arguments(type(tool), call.arguments)
+            if error is None:
+                result, error = self._apply(tool, args, bbox_format, episode)
+
+        terms = {"accuracy": 0.0, "format": 0.0, "tool": 0.0, "cost": -self.step_cost}
+        grade = None
+        if error is not None:
+            terms["format"] = self.format_penalty
+        elif result.answer is not None:
+            sample = episode.sample
+            grade = grade_answer(result.answer, sample.answer, options=sample.options, answer_type=sample.answer_type)
+            terms["accuracy"] = float(grade.score)
+        feedback = f"Error ({error.code.value}): {error.message}" if error else result.feedback
+        episode.steps.append(
+            _record(episode, raw, call, error, result, entropy, source, reported, terms, feedback)
+        )
+
+        terminated = result.answer is not None
+        truncated = False
+        if terminated:
+            episode.stop_reason = "answered"
+            episode.grade = {
+                "correct": grade.correct,
+                "score": grade.score,
+                "method": grade.method,
+                "predicted": grade.predicted,
+                "recall": grade.recall,
+            }
+        elif episode.consecutive_errors >= self.max_consecutive_errors:
+            truncated, episode.stop_reason = True, "too_many_errors"
+        elif episode.num_steps >= self.max_steps:
+            truncated, episode.stop_reason = True, "max_steps"
+
+        new_views = (result.view.index,) if result.view is not None else ()
+        info = self._info(new_views, error, terms, result.answer, result.applied_box, entropy)
+        return self._observation(feedback), float(sum(terms.values())), terminated, truncated, info
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return rendering.render_rgb(self.episode)
+        if self.render_mode == "ansi":
+            return rendering.render_ansi(self.episode)
+        return None
+
+    def action_masks(self) -> np.ndarray:
+        """Which tools make sense now (1) per ``tool_names``; only terminal tools on the last step."""
+        episode = self.episode
+        last_step = episode.num_steps >= self.max_steps - 1
+        return np.array(
+            [
+                int(tool.is_available(episode) and (tool.terminal or not last_step))
+                for tool in (self._tools[n] for n in self.tool_names)
+            ],
+            dtype=np.int8,
+        )
+
+    def snapshot(self) -> EnvSnapshot:
+        """Capture the episode and RNG so :meth:`restore` continues exactly from here (EVR forks use this)."""
+        return EnvSnapshot(self.episode.snapshot(), dict(self.np_random.bit_generator.state), self._sample_index)
+
+    def restore(self, snap: EnvSnapshot) -> None:
+        """Continue from a snapshot taken on this env or on one built with the same arguments."""
+        self._episode = snap.episode.snapshot()
+        self.np_random.bit_generator.state = snap.rng_state
+        self._sample_index = snap.sample_index
+        sample = self._episode.sample
+        self._question = normalize_text(sample.question, self.max_question_length)
+        self._options = normalize_text(format_options(sample.options), MAX_OPTIONS_LENGTH)
+
+    # ------------------------------------------------------------ internals
+    def _decode(self, action: Any) -> tuple[str, ToolCall | None, str, dict[str, Any], ActionError | None]:
+        """Turn any accepted action form into a call; returns (raw, call, bbox_format, reported entropy, error)."""
+        reported: dict[str, Any] = {}
+        if isinstance(action, dict) and "text" in action and "tool" not in action and "name" not in action:
+            reported = {k: action.get(k) for k in ("entropy", "tool_entropy", "token_entropies")}
+            action = action["text"]
+        if isinstance(action, str):
+            parsed = parse_action_text(action, self.tool_names, self.max_action_chars)
+            return action[: self.max_action_chars], parsed.call, self.bbox_format, reported, parsed.error
+        if isinstance(action, dict) and "name" in action:
+            reported = {k: action.get(k) for k in ("entropy", "tool_entropy", "token_entropies")}
+            raw = _json_or_repr({"name": action.get("name"), "arguments": action.get("arguments")})
+            parsed = parse_action_text(f"<tool_call>{raw}</tool_call>", self.tool_names, self.max_action_chars)
+            return raw, parsed.call, self.bbox_format, reported, parsed.error
+        if isinstance(action, dict) and "tool" in action:
+            return self._decode_structured(action)
+        return (
+            _json_or_repr(action),
+            None,
+            self.bbox_format,
+            reported,
+            ActionError(ErrorCode.MALFORMED_ACTION, "an action is a structured dict, a tool-call dict or protocol text"),
+        )
+
+    def _decode_structured(self, action: dict[str, Any]):
+        raw = _json_or_repr(action)
+        entropy = action.get("entropy")
+        reported = {"entropy": None if entropy is None else float(np.asarray(entropy, dtype=np.float64).ravel()[0])}
+        try:
+            index = int(action["tool"])
+        except (TypeError, ValueError):
+            index = -1
+        if not 0 <= index < len(self.tool_names):
+            err = ActionError(ErrorCode.MALFORMED_ACTION, f"'tool' must be an index in [0, {len(self.tool_names)})")
+            return raw, None, "norm", reported, err
+        tool = self._tools[self.tool_names[index]]
+        args: dict[str, Any] = {}
+        for role, key in (("box", "bbox"), ("view", "view"), ("text", "text")):
+            name = tool.argument_with_role(role)
+            if name is not None and action.get(key) is not None:
+                value = action[key]
+                if role == "box":
+                    value = [float(v) for v in np.asarray(value, dtype=np.float64).ravel()]
+                elif role == "view":
+                    value = int(value)
+                args[name] = value
+        return raw, ToolCall(tool.name, args), "norm", reported, None
+
+    def _apply(self, tool: Tool, args: dict[str, Any], bbox_format: str, episode: Episode):
+        """Resolve view and box arguments, then run the tool; never raises."""
+        try:
+            view_key = tool.argument_with_role("view")
+            if view_key is not None and view_key in args and not 0 <= args[view_key] < len(episode.views):
+                raise ToolError(
+                    ErrorCode.BAD_VIEW_INDEX,
+                    f"{view_key}={args[view_key]} does not exist; views 0..{len(episode.views) - 1} exist",
+                )
+            box_key = tool.argument_with_role("box")
+            if box_key is not None and box_key in args:
+                source = episode.views[args.get(view_key, episode.current_view) if view_key else episode.current_view]
+                args[box_key] = box_from_agent(
+                    args[box_key],
+                    view_box=source.box,
+                    view_size=source.size,
+                    bbox_format=bbox_format,
+                    image_size=episode.image_size,
+                    min_side=self.min_box_side,
+                    max_aspect=self.max_aspect_ratio,
+                )
+            return tool.apply(episode, args, self._ctx), None
+        except ToolError as exc:
+            return ToolResult(), exc.error
+        except Exception as exc:  # a buggy tool must not end a training run
+            return ToolResult(), ActionError(ErrorCode.TOOL_FAILED, f"{tool.name} failed: {type(exc).__name__}: {exc}")
+
+    def _entropy(self, reported: dict[str, Any], episode: Episode) -> tuple[float | None, str | None]:
+        value = _finite_unit(reported.get("entropy"))
+        if value is not None:
+            return value, "policy"
+        value = _finite_unit(self.estimator.estimate(episode))
+        return (value, "estimator") if value is not None else (None, None)
+
+    def _observation(self, feedback: str) -> dict[str, Any]:
+        episode = self.episode
+        window = np.zeros(self.entropy_window, dtype=np.float32)
+        mask = np.zeros(self.entropy_window, dtype=np.int8)
+        recent = episode.entropy_trace[-self.entropy_window :]
+        offset = self.entropy_window - len(recent)
+        for i, value in enumerate(recent):
+            if value is not None:
+                window[offset + i], mask[offset + i] = value, 1
+        w, h = episode.image_size
+        box = episode.view.box
+        return {
+            "image": episode.render_view(episode.current_view, (self.obs_size, self.obs_size)),
+            "question": self._question,
+            "options": self._options,
+            "feedback": normalize_text(feedback, MAX_FEEDBACK_LENGTH),
+            "entropy": window,
+            "entropy_mask": mask,
+            "view_box": np.array([box.x1 / w, box.y1 / h, box.x2 / w, box.y2 / h], dtype=np.float32),
+            "step": min(episode.num_steps, self.max_steps),
+        }
+
+    def _info(self, new_views, error, terms, answer, applied_box, entropy) -> dict[str, Any]:
+        episode = self.episode
+        grade = episode.grade
+        return {
+            "sample_id": episode.sample.sample_id,
+            "sample_index": self._sample_index,
+            "views": tuple(episode.render_view(i) for i in new_views) if self.return_views else (),
+            "view_index": episode.current_view,
+            "num_views": len(episode.views),
+            "error": error.code.value if error else "",
+            "error_message": error.message if error else "",
+            "reward_terms": dict(terms),
+            "stop_reason": episode.stop_reason,
+            "action_mask": self.action_masks(),
+            "is_success": bool(grade["correct"]) if grade else False,
+            "applied_box": applied_box.as_list() if applied_box is not None else None,
+            "entropy": float("nan") if entropy is None else float(entropy),
+            "answer": answer,
+        }
+
+
+def _record(episode, raw, call, error, result, entropy, source, reported, terms, feedback):
+    token_entropies = reported.get("token_entropies")
+    try:
+        token_entropies = tuple(float(v) for v in token_entropies) if token_entropies is not None else None
+    except (TypeError, ValueError):
+        token_entropies = None
+    return StepRecord(
+        step=episode.num_steps + 1,
+        raw=raw,
+        call=call.to_dict() if call is not None else None,
+        tool=call.name if call is not None and error is None else None,
+        error={"code": error.code.value, "message": error.message} if error else None,
+        applied_box=result.applied_box.as_list() if result.applied_box is not None else None,
+        new_view=result.view.index if result.view is not None else None,
+        current_view=episode.current_view,
+        entropy=entropy,
+        entropy_source=source,
+        tool_entropy=_finite_unit(reported.get("tool_entropy")),
+        token_entropies=token_entropies,
+        reward_terms=dict(terms),
+        feedback=feedback,
+        answer=result.answer,
+    )
+
+
+def _finite_unit(value: Any) -> float | None:
+    """``value`` as a float clipped to [0, 1], or ``None`` when absent or not a finite number."""
+    if value is None:
+        return None
+    try:
+        value = float(np.asarray(value, dtype=np.float64).ravel()[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else None
+
+
+def _json_or_repr(obj: Any) -> str:
+    try:
+        return json.dumps(obj, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else repr(o))
+    except (TypeError, ValueError):
+        return repr(obj)

@@ -1,0 +1,5 @@
+"""Wrappers over MedVRVQAEnv."""
+
+from .text_actions import TextActions
+
+__all__ = ["TextActions"]
