@@ -1,0 +1,1 @@
+"""MedVR agents."""

@@ -1,0 +1,45 @@
+"""The agent interface every bundled policy implements, and the registry ``medvr run --agent`` reads."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol, runtime_checkable
+
+from medvr_env import MedVRVQAEnv
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """A policy acting in one MedVR env.
+
+    ``reset`` is called after ``env.reset`` with the unwrapped env (to read
+    ``tool_names``, ``bbox_format`` and the episode record), ``act`` after each
+    observation. ``act`` returns any action form the env accepts (see
+    :class:`~medvr_env.MedVRVQAEnv`), optionally with the agent's own ``entropy``.
+    """
+
+    name: str
+
+    def reset(self, env: MedVRVQAEnv, obs: dict[str, Any], info: dict[str, Any]) -> None: ...
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> Any: ...
+
+
+AGENTS: dict[str, str] = {
+    "scripted": "agents.scripted:ContrastSearchAgent",
+    "no-zoom": "agents.scripted:NoZoomAgent",
+    "random": "agents.scripted:RandomAgent",
+}
+
+
+def make_agent(name: str, **kwargs: Any) -> Agent:
+    """Build a bundled agent by name (see :data:`AGENTS`) or from ``"package.module:Class"``."""
+    target = AGENTS.get(name, name)
+    module_name, sep, attr = target.partition(":")
+    if not sep:
+        raise ValueError(f"unknown agent {name!r}; bundled agents: {', '.join(sorted(AGENTS))}")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import agent {name!r}: {exc}") from exc
+    return cls(**kwargs)

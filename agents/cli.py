@@ -1,0 +1,117 @@
+"""The ``medvr`` command: ``run`` an agent, list ``envs`` and ``tools``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import gymnasium as gym
+
+import medvr_env
+from medvr_env.registration import load_registry
+from medvr_env.tools import registered_tools, resolve_tool
+
+from .base import AGENTS, make_agent
+from .runner import run_episodes, write_json
+
+
+def _parse_kwargs(pairs: Sequence[str]) -> dict:
+    """``key=value`` pairs; values are parsed as JSON when they can be (``max_steps=6``, ``split="test"``)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --env-kwarg expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.env not in gym.registry:
+        print(f"error: unknown env id {args.env!r}; run `medvr envs` to list them", file=sys.stderr)
+        return 2
+    env_kwargs = _parse_kwargs(args.env_kwarg)
+    if args.split:
+        env_kwargs["split"] = args.split
+    try:
+        env = gym.make(args.env, **env_kwargs)
+        agent = make_agent(args.agent)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) / f"{args.env}_{args.agent}_{time.strftime('%Y%m%d-%H%M%S')}"
+    summary, _ = run_episodes(
+        env, agent, args.episodes, seed=args.seed, progress=not args.no_progress,
+        trajectories=out / "trajectories.jsonl",
+    )
+    env.close()
+    write_json(out / "summary.json", {"env": args.env, "agent": args.agent, "seed": args.seed,
+                                      "env_kwargs": env_kwargs, **asdict(summary)})
+    print(f"\n{args.agent} on {args.env} ({env_kwargs.get('split', 'default split')}), seed {args.seed}")
+    print(summary.table())
+    print(f"\ntrajectories: {out / 'trajectories.jsonl'}\nsummary:      {out / 'summary.json'}")
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    for entry in load_registry():
+        wrappers = ", ".join(w.name for w in entry["additional_wrappers"]) or "-"
+        print(f"{entry['id']:<24} kwargs={json.dumps(entry['kwargs'])} wrappers={wrappers}")
+    return 0
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    tools = registered_tools()
+    for name in sorted(tools):
+        cls = resolve_tool(name)
+        aliases = f" (aliases: {', '.join(cls.aliases)})" if cls.aliases else ""
+        print(f"{name}{aliases}{' [terminal]' if cls.terminal else ''}")
+        print(f"  {cls.description}")
+        if args.schema:
+            print("  " + json.dumps(cls.function_schema()["parameters"]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medvr", description="MedVR: medical visual reasoning environments and agents.")
+    parser.add_argument("--version", action="version", version=f"medvr {medvr_env.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an agent for N episodes and report accuracy, zoom rate, steps")
+    run.add_argument("--env", default="MedVR-VQA-v0", help="registered env id (default: MedVR-VQA-v0)")
+    run.add_argument("--agent", default="scripted", help=f"one of {', '.join(sorted(AGENTS))} or package.module:Class")
+    run.add_argument("--episodes", type=int, default=100, help="number of episodes (default: 100)")
+    run.add_argument("--split", default=None, help="dataset split, e.g. train or test")
+    run.add_argument("--seed", type=int, default=0, help="seed of the first reset (default: 0)")
+    run.add_argument("--out", default="runs", help="folder for trajectories and summary (default: runs/)")
+    run.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="extra env kwargs")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.set_defaults(func=cmd_run)
+
+    envs = sub.add_parser("envs", help="list the registered env ids")
+    envs.set_defaults(func=cmd_envs)
+
+    tools = sub.add_parser("tools", help="list the registered tools")
+    tools.add_argument("--schema", action="store_true", help="also print each tool's JSON schema")
+    tools.set_defaults(func=cmd_tools)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "episodes", 1) < 1:
+        print("error: --episodes must be at least 1", file=sys.stderr)
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""Run an agent for N episodes: progress bar, summary statistics, trajectories as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import gymnasium as gym
+from tqdm.auto import tqdm
+
+from medvr_env import Episode
+
+from .base import Agent
+
+VIEW_TOOLS = frozenset({"zoom", "crop"})
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What ``medvr run`` prints."""
+
+    episodes: int
+    accuracy: float
+    zoom_rate: float
+    mean_steps: float
+    mean_zooms: float
+    invalid_action_rate: float
+    answered_rate: float
+    mean_reward: float
+
+    def table(self) -> str:
+        rows = [
+            ("episodes", f"{self.episodes}"),
+            ("accuracy", f"{self.accuracy:.3f}"),
+            ("zoom rate (episodes with >= 1 zoom/crop)", f"{self.zoom_rate:.3f}"),
+            ("mean zooms/crops per episode", f"{self.mean_zooms:.2f}"),
+            ("mean steps", f"{self.mean_steps:.2f}"),
+            ("invalid actions (share of steps)", f"{self.invalid_action_rate:.3f}"),
+            ("answered (share of episodes)", f"{self.answered_rate:.3f}"),
+            ("mean return", f"{self.mean_reward:.3f}"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v:>8}" for k, v in rows)
+
+
+def summarize(episodes: Iterable[Episode]) -> RunSummary:
+    """Summary statistics over finished episodes."""
+    episodes = list(episodes)
+    if not episodes:
+        raise ValueError("no episodes to summarise")
+    n = len(episodes)
+    steps = [e.num_steps for e in episodes]
+    zooms = [sum(1 for s in e.steps if s.tool in VIEW_TOOLS) for e in episodes]
+    invalid = sum(1 for e in episodes for s in e.steps if s.error)
+    return RunSummary(
+        episodes=n,
+        accuracy=sum(1 for e in episodes if e.grade and e.grade["correct"]) / n,
+        zoom_rate=sum(1 for z in zooms if z > 0) / n,
+        mean_steps=sum(steps) / n,
+        mean_zooms=sum(zooms) / n,
+        invalid_action_rate=invalid / max(1, sum(steps)),
+        answered_rate=sum(1 for e in episodes if e.stop_reason == "answered") / n,
+        mean_reward=sum(e.total_reward for e in episodes) / n,
+    )
+
+
+def run_episodes(
+    env: gym.Env,
+    agent: Agent,
+    episodes: int,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    trajectories: str | Path | None = None,
+) -> tuple[RunSummary, list[Episode]]:
+    """Play ``episodes`` episodes; the first reset is seeded, later ones continue the env's RNG stream."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    finished: list[Episode] = []
+    base = env.unwrapped
+    bar = tqdm(total=episodes, desc=f"{agent.name} on {env.spec.id if env.spec else type(base).__name__}",
+               disable=not progress, unit="ep")
+    correct = 0
+    for i in range(episodes):
+        obs, info = env.reset(seed=seed if i == 0 else None)
+        agent.reset(base, obs, info)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
+            done = terminated or truncated
+        episode = base.episode.snapshot()
+        finished.append(episode)
+        correct += bool(episode.grade and episode.grade["correct"])
+        bar.update(1)
+        bar.set_postfix(acc=f"{correct / (i + 1):.3f}")
+    bar.close()
+    if trajectories is not None:
+        write_jsonl(trajectories, (e.to_dict() for e in finished))
+    return summarize(finished), finished
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+    """Write records as JSON lines atomically (a temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            for record in records:
+                fh.write(json.dumps(record, default=_json_default) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, record: dict[str, Any]) -> Path:
+    """Write one JSON document atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh, indent=2, default=_json_default)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return repr(obj)
+
+
+__all__ = ["RunSummary", "run_episodes", "summarize", "write_json", "write_jsonl"]
