@@ -96,7 +96,7 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
     ``views`` (full-resolution arrays of the views this step produced, if
     ``return_views``), ``view_index``, ``num_views``, ``error`` / ``error_message``,
     ``reward_terms``, ``stop_reason``, ``action_mask`` (per tool, for ``env.tool_names``),
-    ``is_success``, ``applied_box``, ``entropy``, ``answer``, ``sample_id``.
+    ``is_success``, ``applied_box``, ``entropy`` (``None`` when unknown), ``answer``, ``sample_id``.
 
     ## Arguments
 
@@ -349,10 +349,10 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
     def _decode_structured(self, action: dict[str, Any]):
         raw = _json_or_repr(action)
         entropy = action.get("entropy")
-        reported = {"entropy": None if entropy is None else float(np.asarray(entropy, dtype=np.float64).ravel()[0])}
+        reported = {"entropy": _finite_unit(entropy)}
         try:
             index = int(action["tool"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             index = -1
         if not 0 <= index < len(self.tool_names):
             err = ActionError(ErrorCode.MALFORMED_ACTION, f"'tool' must be an index in [0, {len(self.tool_names)})")
@@ -363,10 +363,14 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
             name = tool.argument_with_role(role)
             if name is not None and action.get(key) is not None:
                 value = action[key]
-                if role == "box":
-                    value = [float(v) for v in np.asarray(value, dtype=np.float64).ravel()]
-                elif role == "view":
-                    value = int(value)
+                try:
+                    if role == "box":
+                        value = [float(v) for v in np.asarray(value, dtype=np.float64).ravel()]
+                    elif role == "view":
+                        value = int(value)
+                except (TypeError, ValueError, OverflowError):
+                    err = ActionError(ErrorCode.MALFORMED_ACTION, f"'{key}' does not fit the action space")
+                    return raw, None, "norm", reported, err
                 args[name] = value
         return raw, ToolCall(tool.name, args), "norm", reported, None
 
@@ -442,7 +446,7 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
             "action_mask": self.action_masks(),
             "is_success": bool(grade["correct"]) if grade else False,
             "applied_box": applied_box.as_list() if applied_box is not None else None,
-            "entropy": float("nan") if entropy is None else float(entropy),
+            "entropy": entropy,
             "answer": answer,
         }
 
@@ -450,8 +454,8 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
 def _record(episode, raw, call, error, result, entropy, source, reported, terms, feedback):
     token_entropies = reported.get("token_entropies")
     try:
-        token_entropies = tuple(float(v) for v in token_entropies) if token_entropies is not None else None
-    except (TypeError, ValueError):
+        token_entropies = tuple(_finite_unit(v) for v in token_entropies) if token_entropies is not None else None
+    except TypeError:  # not iterable
         token_entropies = None
     return StepRecord(
         step=episode.num_steps + 1,
@@ -478,7 +482,7 @@ def _finite_unit(value: Any) -> float | None:
         return None
     try:
         value = float(np.asarray(value, dtype=np.float64).ravel()[0])
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return min(max(value, 0.0), 1.0) if math.isfinite(value) else None
 

@@ -78,7 +78,7 @@ class StepRecord:
     entropy: float | None
     entropy_source: str | None
     tool_entropy: float | None
-    token_entropies: tuple[float, ...] | None
+    token_entropies: tuple[float | None, ...] | None
     reward_terms: dict[str, float]
     feedback: str
     answer: str | None = None

@@ -186,7 +186,11 @@ def _check_value(where: str, value: Any, spec: dict[str, Any]) -> tuple[Any, Act
     if kind in ("number", "integer"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None, ActionError(ErrorCode.WRONG_TYPE, f"{where} must be a number, got {_describe(value)}")
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # a JSON integer too large for a float
+            return None, ActionError(ErrorCode.OUT_OF_RANGE, f"{where} is too large")
+        if not finite:
             return None, ActionError(ErrorCode.NON_FINITE, f"{where} must be finite, got {value}")
         if kind == "integer":
             if value != int(value):
