@@ -69,7 +69,8 @@ def main() -> None:
 
     # Text path: what a VLM would write. The prompt already lists the new tool.
     env.reset(seed=0)
-    print(medvr_env.render_system_prompt(env.unwrapped.tools, env.unwrapped.bbox_format).splitlines()[7][:100], "...")
+    prompt = medvr_env.render_system_prompt(env.unwrapped.tools, env.unwrapped.bbox_format)
+    print("prompt lists:", next(line for line in prompt.splitlines() if '"name": "window"' in line)[:110], "...")
     for text in [
         '<think>Bones first.</think><tool_call>{"name": "window", "arguments": {"preset": "bone"}}</tool_call>',
         '<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [0.25, 0.25, 0.75, 0.75]}}</tool_call>',

@@ -1,0 +1,285 @@
+"""Baselines that need no weights.
+
+- :class:`ContrastSearchAgent`: coarse-to-fine search. On the first view it ranks
+  candidate spots by local blob contrast, zooms into the most salient ones, detects
+  findings in the magnified views and answers from what it found. It reports its own
+  uncertainty: the normalised entropy of its candidate ranking when choosing where to
+  look, and of its answer confidence when answering.
+- :class:`NoZoomAgent`: the same detector and answer rules on the first view only
+  (the "answer from the first look" baseline).
+- :class:`RandomAgent`: uniform over the action mask, random boxes (chance level).
+
+All of them act only on what the policy observes (``obs["image"]``, ``obs["view_box"]``,
+the question and options), never on the sample's evaluation boxes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from medvr_env import MedVRVQAEnv
+from medvr_env.data.sample import option_letter
+from medvr_env.grading import normalize_answer
+
+QUADRANTS = ("upper left", "upper right", "lower left", "lower right")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A blob found in some view, in original-image fractions (x, y), with its contrast score and size."""
+
+    x: float
+    y: float
+    score: float
+    radius: float
+    polarity: int  # +1 bright, -1 dark
+
+
+def blob_map(gray: np.ndarray, sigma: float) -> np.ndarray:
+    """Difference of Gaussians, standardised by a robust global spread: large |value| = blob-like contrast."""
+    fine = cv2.GaussianBlur(gray, (0, 0), sigma)
+    coarse = cv2.GaussianBlur(gray, (0, 0), sigma * 3.0)
+    dog = fine - coarse
+    spread = 1.4826 * float(np.median(np.abs(dog - np.median(dog)))) + 1e-3
+    return dog / spread
+
+
+def find_peaks(response: np.ndarray, count: int, min_distance: int, threshold: float) -> list[tuple[int, int, float]]:
+    """Up to ``count`` local maxima of ``response`` above ``threshold``, at least ``min_distance`` apart."""
+    size = 2 * min_distance + 1
+    local_max = response >= cv2.dilate(response, np.ones((size, size), np.uint8))
+    ys, xs = np.nonzero(local_max & (response > threshold))
+    order = np.argsort(-response[ys, xs])
+    peaks: list[tuple[int, int, float]] = []
+    for i in order:
+        x, y = int(xs[i]), int(ys[i])
+        if all((x - px) ** 2 + (y - py) ** 2 >= min_distance**2 for px, py, _ in peaks):
+            peaks.append((x, y, float(response[y, x])))
+            if len(peaks) == count:
+                break
+    return peaks
+
+
+def normalised_entropy(weights: np.ndarray) -> float:
+    """Entropy of a distribution divided by log(n); 0 for one outcome."""
+    p = np.asarray(weights, dtype=np.float64)
+    p = p[p > 0]
+    if p.size <= 1:
+        return 0.0
+    p = p / p.sum()
+    return float(-(p * np.log(p)).sum() / math.log(p.size))
+
+
+def binary_entropy(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(-(p * math.log(p) + (1 - p) * math.log(1 - p)) / math.log(2))
+
+
+@dataclass
+class _Question:
+    kind: str  # presence | count | location | side | comparison | other
+    polarity: int  # +1 bright findings, -1 dark, 0 either
+
+
+def read_question(question: str) -> _Question:
+    """Route a question to an answer rule by its wording (the agent's only 'language model')."""
+    q = question.lower()
+    polarity = -1 if re.search(r"bleed|hemorrhag|dark", q) else (0 if "lesion" in q else 1)
+    if "how many" in q or "number of" in q:
+        kind = "count"
+    elif "quadrant" in q:
+        kind = "location"
+    elif "larger" in q or "bigger" in q:
+        kind = "comparison"
+    elif "left or right" in q or "which side" in q:
+        kind = "side"
+    elif re.match(r"\s*(is|are|does|do|can|was|were|has|have)\b", q):
+        kind = "presence"
+    else:
+        kind = "other"
+    return _Question(kind, polarity)
+
+
+@dataclass
+class ContrastSearchAgent:
+    """Coarse-to-fine contrast search with self-reported uncertainty.
+
+    Args:
+        max_zooms: How many candidate spots to inspect.
+        zoom_fraction: Side of each zoom box as a fraction of the original image side.
+        coarse_sigma: Blob scale (pixels of the observation) for ranking candidates on the first view.
+        fine_sigmas: Blob scales (pixels of the observation) for detecting findings in zoomed views.
+        threshold: Standardised contrast above which a blob counts as a finding.
+    """
+
+    max_zooms: int = 4
+    zoom_fraction: float = 0.25
+    coarse_sigma: float = 1.0
+    fine_sigmas: tuple[float, ...] = (2.0, 3.5)
+    threshold: float = 6.0
+    name: str = "scripted"
+    _env: MedVRVQAEnv | None = field(default=None, repr=False)
+    _plan: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    _plan_entropy: float = field(default=1.0, repr=False)
+    _detections: list[Detection] = field(default_factory=list, repr=False)
+    _question: _Question | None = field(default=None, repr=False)
+    _zooms_done: int = 0
+
+    def reset(self, env: MedVRVQAEnv, obs: dict[str, Any], info: dict[str, Any]) -> None:
+        self._env = env
+        self._question = read_question(obs["question"])
+        self._detections = []
+        self._zooms_done = 0
+        self._plan, self._plan_entropy = self._candidates(obs)
+
+    # ------------------------------------------------------------------ policy
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+        if self._zooms_done > 0:
+            self._detections.extend(self._detect(obs))
+        steps_left = self._env.max_steps - int(obs["step"])
+        if self._plan and self._zooms_done < self.max_zooms and steps_left > 1 and "zoom" in self._env.tool_names:
+            x, y = self._plan.pop(0)
+            self._zooms_done += 1
+            return {"name": "zoom", "arguments": {"bbox_2d": self._box_around(x, y), "source": 0},
+                    "entropy": self._plan_entropy}
+        if self._zooms_done == 0:  # nothing to inspect: answer from the first view
+            self._detections = self._detect(obs)
+        text, confidence = self._answer(obs)
+        return {"name": "answer", "arguments": {"text": text}, "entropy": binary_entropy(confidence)}
+
+    # ------------------------------------------------------------------ seeing
+    @staticmethod
+    def _gray(obs: dict[str, Any]) -> np.ndarray:
+        return obs["image"].astype(np.float32).mean(axis=2)
+
+    def _candidates(self, obs: dict[str, Any]) -> tuple[list[tuple[float, float]], float]:
+        """Most blob-like spots of the first view, as original-image fractions, and the ranking's entropy."""
+        gray = self._gray(obs)
+        response = np.abs(blob_map(gray, self.coarse_sigma))
+        size = gray.shape[0]
+        margin = int(size * 0.04)
+        response[:margin], response[-margin:], response[:, :margin], response[:, -margin:] = 0, 0, 0, 0
+        peaks = find_peaks(response, self.max_zooms, min_distance=int(size * self.zoom_fraction / 2), threshold=0.0)
+        if not peaks:
+            return [], 1.0
+        scores = np.array([s for _, _, s in peaks])
+        entropy = normalised_entropy(np.exp(scores - scores.max())) if len(peaks) > 1 else 0.0
+        return [(x / size, y / size) for x, y, _ in peaks], entropy
+
+    def _box_around(self, x: float, y: float) -> list[float]:
+        """A zoom box centred on (x, y), in the env's bbox format on view 0."""
+        half = self.zoom_fraction / 2
+        x1 = min(max(x - half, 0.0), 1.0 - 2 * half)
+        y1 = min(max(y - half, 0.0), 1.0 - 2 * half)
+        box = [x1, y1, x1 + 2 * half, y1 + 2 * half]
+        episode = self._env.episode
+        w, h = episode.views[0].size
+        scale = {"norm": (1.0, 1.0), "norm1000": (1000.0, 1000.0), "pixel": (float(w), float(h))}[self._env.bbox_format]
+        return [round(v * scale[i % 2], 4) for i, v in enumerate(box)]
+
+    def _detect(self, obs: dict[str, Any]) -> list[Detection]:
+        """Blobs in the current observation, mapped to original-image fractions."""
+        gray = self._gray(obs)
+        size = gray.shape[0]
+        x1, y1, x2, y2 = (float(v) for v in obs["view_box"])
+        found: list[Detection] = []
+        for sigma in self.fine_sigmas:
+            response = blob_map(gray, sigma)
+            for polarity in (1, -1):
+                signed = response * polarity
+                for px, py, score in find_peaks(signed, 8, min_distance=int(3 * sigma), threshold=self.threshold):
+                    found.append(Detection(
+                        x=x1 + (x2 - x1) * px / size, y=y1 + (y2 - y1) * py / size, score=score,
+                        radius=sigma * math.sqrt(2) * (x2 - x1) / size, polarity=polarity,
+                    ))
+        return found
+
+    # ------------------------------------------------------------------ answering
+    def _relevant(self) -> list[Detection]:
+        """Detections of the asked-for polarity, merged across scales and overlapping zooms."""
+        want = self._question.polarity
+        kept: list[Detection] = []
+        for d in sorted(self._detections, key=lambda d: -d.score):
+            if want and d.polarity != want:
+                continue
+            if all(math.hypot(d.x - k.x, d.y - k.y) > 0.02 for k in kept):
+                kept.append(d)
+        return kept
+
+    def _answer(self, obs: dict[str, Any]) -> tuple[str, float]:
+        found = self._relevant()
+        best = found[0].score if found else 0.0
+        confidence = 1.0 / (1.0 + math.exp(-(best - self.threshold) / 2.0))
+        kind = self._question.kind
+        if kind == "count":
+            text = str(min(len(found), 4))
+        elif kind == "location":
+            d = found[0] if found else Detection(0.25, 0.25, 0, 0, 1)
+            text = QUADRANTS[(d.y >= 0.5) * 2 + (d.x >= 0.5)]
+        elif kind == "side":
+            text = "left" if (found[0].x if found else 0.25) < 0.5 else "right"
+        elif kind == "comparison":
+            left = max((d.radius * d.score for d in found if d.x < 0.5), default=0.0)
+            right = max((d.radius * d.score for d in found if d.x >= 0.5), default=0.0)
+            text = "left" if left >= right else "right"
+        else:
+            text = "yes" if found else "no"
+            confidence = max(confidence, 1 - confidence)
+        return self._as_option(text, obs["options"]), confidence
+
+    @staticmethod
+    def _as_option(text: str, options_text: str) -> str:
+        """For multiple choice, the letter of the option matching ``text`` (else the text itself)."""
+        if not options_text:
+            return text
+        options = [line.split(". ", 1)[-1] for line in options_text.splitlines()]
+        for i, option in enumerate(options):
+            if normalize_answer(option) == normalize_answer(text):
+                return option_letter(i)
+        return option_letter(0)
+
+
+@dataclass
+class NoZoomAgent(ContrastSearchAgent):
+    """The contrast detector and answer rules on the first view only: what looking closer is measured against."""
+
+    max_zooms: int = 0
+    name: str = "no-zoom"
+
+
+@dataclass
+class RandomAgent:
+    """Uniformly random tool (within the action mask), random boxes and random answers: the chance baseline."""
+
+    seed: int = 0
+    name: str = "random"
+    _env: MedVRVQAEnv | None = field(default=None, repr=False)
+    _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0), repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def reset(self, env: MedVRVQAEnv, obs: dict[str, Any], info: dict[str, Any]) -> None:
+        self._env = env
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+        env = self._env
+        allowed = np.flatnonzero(info["action_mask"])
+        tool = env.tool_names[int(self._rng.choice(allowed))]
+        answers = ["yes", "no", "left", "right", *QUADRANTS, "0", "1", "2", "3"]
+        if obs["options"]:
+            answers = [option_letter(i) for i in range(len(obs["options"].splitlines()))]
+        x1, y1 = self._rng.uniform(0, 0.8, size=2)
+        side = self._rng.uniform(0.1, 0.5)
+        return {
+            "tool": env.tool_names.index(tool),
+            "bbox": np.array([x1, y1, min(1.0, x1 + side), min(1.0, y1 + side)], dtype=np.float32),
+            "view": int(env.episode.current_view),
+            "text": str(self._rng.choice(answers)),
+        }
