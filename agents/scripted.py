@@ -1,7 +1,7 @@
 """Baselines that need no weights.
 
-- :class:`ContrastSearchAgent`: coarse-to-fine search. On the first view it ranks
-  candidate spots by local blob contrast, zooms into the most salient ones, detects
+- :class:`ContrastSearchAgent`: coarse-to-fine search. On the first view it ranks the
+  image's quadrants by local blob contrast, zooms into them in that order (2x), detects
   findings in the magnified views and answers from what it found. It reports its own
   uncertainty: the normalised entropy of its candidate ranking when choosing where to
   look, and of its answer confidence when answering.
@@ -119,9 +119,9 @@ class ContrastSearchAgent:
     """
 
     max_zooms: int = 4
-    zoom_fraction: float = 0.25
+    zoom_fraction: float = 0.5
     coarse_sigma: float = 1.0
-    fine_sigmas: tuple[float, ...] = (2.0, 3.5)
+    fine_sigmas: tuple[float, ...] = (1.2, 2.0)
     threshold: float = 6.0
     name: str = "scripted"
     _env: MedVRVQAEnv | None = field(default=None, repr=False)
@@ -159,12 +159,23 @@ class ContrastSearchAgent:
         return obs["image"].astype(np.float32).mean(axis=2)
 
     def _candidates(self, obs: dict[str, Any]) -> tuple[list[tuple[float, float]], float]:
-        """Most blob-like spots of the first view, as original-image fractions, and the ranking's entropy."""
+        """Where to look, as centres in original-image fractions, most salient first, and the ranking's entropy.
+
+        With ``zoom_fraction=0.5`` the four quadrants cover the whole image (coarse-to-fine
+        coverage, ordered by blob contrast); smaller fractions zoom on the strongest spots.
+        """
         gray = self._gray(obs)
         response = np.abs(blob_map(gray, self.coarse_sigma))
         size = gray.shape[0]
         margin = int(size * 0.04)
         response[:margin], response[-margin:], response[:, :margin], response[:, -margin:] = 0, 0, 0, 0
+        if self.zoom_fraction >= 0.5:
+            half = size // 2
+            scores = np.array([response[r * half:(r + 1) * half, c * half:(c + 1) * half].max()
+                               for r in (0, 1) for c in (0, 1)])
+            order = np.argsort(-scores)[: self.max_zooms]
+            centres = [(0.25 + 0.5 * (i % 2), 0.25 + 0.5 * (i // 2)) for i in order]
+            return centres, normalised_entropy(np.exp(scores[order] - scores.max()))
         peaks = find_peaks(response, self.max_zooms, min_distance=int(size * self.zoom_fraction / 2), threshold=0.0)
         if not peaks:
             return [], 1.0
