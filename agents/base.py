@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Protocol, runtime_checkable
 
 from medvr_env import MedVRVQAEnv
+from medvr_env.importing import import_object
 
 
 @runtime_checkable
@@ -34,12 +34,6 @@ AGENTS: dict[str, str] = {
 
 def make_agent(name: str, **kwargs: Any) -> Agent:
     """Build a bundled agent by name (see :data:`AGENTS`) or from ``"package.module:Class"``."""
-    target = AGENTS.get(name, name)
-    module_name, sep, attr = target.partition(":")
-    if not sep:
+    if name not in AGENTS and ":" not in name:
         raise ValueError(f"unknown agent {name!r}; bundled agents: {', '.join(sorted(AGENTS))}")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import agent {name!r}: {exc}") from exc
-    return cls(**kwargs)
+    return import_object(AGENTS.get(name, name), "agent")(**kwargs)

@@ -55,7 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     env.close()
     write_json(out / "summary.json", {"env": args.env, "agent": args.agent, "seed": args.seed,
                                       "env_kwargs": env_kwargs, **asdict(summary)})
-    print(f"\n{args.agent} on {args.env} ({env_kwargs.get('split', 'default split')}), seed {args.seed}")
+    split = getattr(env.unwrapped.dataset, "split", "?")
+    print(f"\n{args.agent} on {args.env} (split {split}), seed {args.seed}")
     print(summary.table())
     print(f"\ntrajectories: {out / 'trajectories.jsonl'}\nsummary:      {out / 'summary.json'}")
     return 0

@@ -12,10 +12,10 @@ arguments), which keeps ``gym.make`` kwargs JSON-friendly.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Protocol, runtime_checkable
 
 from .episode import Episode
+from .importing import import_object
 
 
 @runtime_checkable
@@ -47,14 +47,7 @@ def make_estimator(spec: Any) -> UncertaintyEstimator:
     if spec is None or spec == "none":
         return NoEstimate()
     if isinstance(spec, str):
-        module_name, sep, attr = spec.partition(":")
-        if not sep:
-            raise ValueError(f"uncertainty_estimator must be 'none' or 'package.module:ClassName', got {spec!r}")
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot import uncertainty estimator {spec!r}: {exc}") from exc
-        spec = cls()
+        spec = import_object(spec, "uncertainty_estimator")()
     if not isinstance(spec, UncertaintyEstimator):
         raise TypeError(f"an uncertainty estimator needs an estimate(episode) method, got {type(spec).__name__}")
     return spec

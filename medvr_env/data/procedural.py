@@ -10,10 +10,10 @@ synthetic findings:
 =================  ============================================================
 kind               look
 =================  ============================================================
-``nodule``         round or slightly oval soft-edged blob, brighter (+45..70)
-``lesion``         irregular blob (sum of 3-4 Gaussians), brighter or darker (48..70)
+``nodule``         round or slightly oval soft-edged blob, brighter (+50..75)
+``lesion``         irregular blob (a core and 2-4 merged Gaussian lobes), brighter or darker (45..68)
 ``calcification``  compact, sharp, very bright dot (+75..105); sometimes a cluster of 3-5 specks
-``micro-bleed``    compact dark dot (-50..75)
+``micro-bleed``    compact dark dot (-55..80)
 =================  ============================================================
 
 Contrasts are peak grey levels against the local background. Findings are placed on
@@ -126,13 +126,13 @@ _SIZE = {  # box side (longer side of the box), px at 1024
 _COMPARE_SMALL = (9.6, 10.6)
 _COMPARE_RATIO = (1.6, 1.8)
 _CONTRAST = {  # peak grey levels against the local background (sign = polarity)
-    "nodule": (45.0, 70.0),
-    "lesion": (48.0, 70.0),
+    "nodule": (50.0, 75.0),
+    "lesion": (45.0, 68.0),
     "calcification": (75.0, 105.0),
-    "micro-bleed": (50.0, 75.0),
+    "micro-bleed": (55.0, 80.0),
 }
 _MIN_CONTRAST = {"nodule": 35.0, "lesion": 35.0, "calcification": 55.0, "micro-bleed": 35.0}
-_LESION_GAMMA = 0.6  # < 1 fills out the summed Gaussians of a lesion into a fuller blob
+_LESION_FILL = (0.15, 0.5)  # smoothstep edges that turn a lesion's summed Gaussians into a filled blob
 _CLUSTER_P = 0.35
 _MARGIN = 0.05  # of the image side, between any box and the border
 _MIDLINE_GAP = 0.04  # between a located finding's box and the midline(s)
@@ -170,7 +170,7 @@ class _Shape:
 
     lobes: tuple[Lobe, ...]
     exponent: float
-    combine: str  # "max", or "sum" (renormalised to peak 1, then raised to _LESION_GAMMA)
+    combine: str  # "max", or "sum" (renormalised to peak 1, then filled with _lesion_fill)
     texture: float
     half_extent: tuple[float, float]  # box half-width / half-height in radius units
     cluster: bool = False
@@ -179,6 +179,13 @@ class _Shape:
 def _ellipse_extent(ax: float, ay: float, theta: float) -> tuple[float, float]:
     c, s = math.cos(theta), math.sin(theta)
     return math.hypot(ax * c, ay * s), math.hypot(ax * s, ay * c)
+
+
+def _lesion_fill(prof: np.ndarray) -> np.ndarray:
+    """Smoothstep of a peak-1 profile: a filled, soft-edged blob with the outline of its upper level sets."""
+    lo, hi = _LESION_FILL
+    x = np.clip((prof - lo) / (hi - lo), 0.0, 1.0)
+    return (x * x * (3.0 - 2.0 * x)).astype(np.float32)
 
 
 def _ellipse(exponent: float, theta: float, squash: float, texture: float) -> _Shape:
@@ -228,14 +235,18 @@ def _shape(rng: np.random.Generator, kind: str, cluster: bool) -> _Shape:
             lobes.append((dx, dy, rho / _c(p), rho / _c(p), 0.0, w))
         return _Shape(tuple(lobes), p, "max", 0.06, (1.0, hy), cluster=True)
     if kind == "lesion":
-        raw = []
-        for _ in range(int(rng.integers(3, 5))):
-            r, a = float(rng.uniform(0.0, 0.45)), float(rng.uniform(0, 2 * math.pi))
-            raw.append((r * math.cos(a), r * math.sin(a), float(rng.uniform(0.35, 0.6)),
-                        float(rng.uniform(0.35, 0.6)), float(rng.uniform(0, math.pi)), float(rng.uniform(0.6, 1.0))))
         grid = np.linspace(-3.0, 3.0, 121, dtype=np.float32)
-        prof = _eval_lobes(raw, 2.0, "sum", grid[None, :], grid[:, None])
-        prof = np.power(prof / prof.max(), _LESION_GAMMA)
+        for _ in range(20):  # a core lobe plus 2-4 lobes around it; redrawn until the blob is in one piece
+            raw = [(0.0, 0.0, float(rng.uniform(0.35, 0.5)), float(rng.uniform(0.35, 0.5)), 0.0, 1.0)]
+            for _ in range(int(rng.integers(2, 5))):
+                r, a = float(rng.uniform(0.3, 0.65)), float(rng.uniform(0, 2 * math.pi))
+                raw.append((r * math.cos(a), r * math.sin(a), float(rng.uniform(0.22, 0.4)),
+                            float(rng.uniform(0.22, 0.4)), float(rng.uniform(0, math.pi)), float(rng.uniform(0.6, 1.0))))
+            prof = _eval_lobes(raw, 2.0, "sum", grid[None, :], grid[:, None])
+            prof = _lesion_fill(prof / prof.max())
+            pieces, _ = cv2.connectedComponents((prof >= 0.5).astype(np.uint8))
+            if pieces == 2:  # background + one blob
+                break
         rows, cols = np.nonzero(prof >= _THRESHOLD)
         step = float(grid[1] - grid[0])
         x1, x2 = float(grid[cols.min()]) - step / 2, float(grid[cols.max()]) + step / 2
@@ -508,7 +519,7 @@ def _profile(finding: _Finding, image_size: int) -> tuple[np.ndarray, int, int]:
     shape = finding.shape
     prof = _eval_lobes(shape.lobes, shape.exponent, shape.combine, xs, ys)
     if shape.combine == "sum":
-        prof = np.power(prof / max(float(prof.max()), 1e-6), _LESION_GAMMA)
+        prof = _lesion_fill(prof / max(float(prof.max()), 1e-6))
     noise = np.random.default_rng(finding.seed).standard_normal(prof.shape).astype(np.float32)
     noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=max(1.0, 0.25 * r))
     noise /= max(float(noise.std()), 1e-6)

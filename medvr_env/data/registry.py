@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from ..importing import import_object
 from .sample import VQADataset
 
 DATASETS: dict[str, str] = {
@@ -18,12 +18,6 @@ def make_dataset(spec: str | VQADataset, split: str, **kwargs: Any) -> VQADatase
         if not isinstance(spec, VQADataset):
             raise TypeError(f"dataset must be a name or a VQADataset, got {type(spec).__name__}")
         return spec
-    target = DATASETS.get(spec, spec)
-    module_name, sep, attr = target.partition(":")
-    if not sep:
+    if spec not in DATASETS and ":" not in spec:
         raise ValueError(f"unknown dataset {spec!r}; registered: {sorted(DATASETS)} (or give 'package.module:Class')")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import dataset {spec!r}: {exc}") from exc
-    return cls(split=split, **kwargs)
+    return import_object(DATASETS.get(spec, spec), "dataset")(split=split, **kwargs)

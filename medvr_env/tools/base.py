@@ -21,7 +21,6 @@ Argument roles tie schema properties to the env's machinery through the
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
@@ -29,6 +28,7 @@ from typing import Any, ClassVar, Mapping
 from ..boxes import Box
 from ..episode import Episode, View
 from ..errors import ActionError, ErrorCode, ToolError
+from ..importing import import_object
 
 ROLE_KEY = "x-medvr-role"
 
@@ -136,12 +136,7 @@ def resolve_tool(spec: str | type[Tool]) -> type[Tool]:
     if not isinstance(spec, str):
         raise TypeError(f"a tool is given by name or class, got {type(spec).__name__}")
     if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot import tool {spec!r}: {exc}") from exc
-        return resolve_tool(cls)
+        return resolve_tool(import_object(spec, "tool"))
     name = canonical_tool_name(spec)
     if name is None:
         raise ValueError(f"unknown tool {spec!r}; registered tools: {sorted(_REGISTRY)}")

@@ -7,7 +7,7 @@ from typing import Any
 from .. import imaging
 from ..episode import Episode
 from .base import Tool, ToolContext, ToolResult, register_tool
-from .zoom import BOX_ARGUMENT, SOURCE_ARGUMENT
+from .zoom import BOX_ARGUMENT, SOURCE_ARGUMENT, region_view
 
 
 @register_tool
@@ -23,11 +23,4 @@ class Crop(Tool):
 
     def apply(self, episode: Episode, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         box = args["bbox_2d"]
-        source = args.get("source", episode.current_view)
-        size = imaging.fit_within(box.width, box.height, ctx.max_view_side)
-        view = episode.add_view(box, size, source, self.name, episode.views[source].filters)
-        return ToolResult(
-            feedback=f"Cropped {box.as_list()} of view {source}: view {view.index} ({size[0]}x{size[1]}).",
-            view=view,
-            applied_box=box,
-        )
+        return region_view(episode, args, self.name, "Cropped", imaging.fit_within(box.width, box.height, ctx.max_view_side))

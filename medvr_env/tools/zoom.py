@@ -41,11 +41,16 @@ class Zoom(Tool):
 
     def apply(self, episode: Episode, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         box = args["bbox_2d"]
-        source = args.get("source", episode.current_view)
-        size = imaging.scale_longest_to(box.width, box.height, ctx.view_size)
-        view = episode.add_view(box, size, source, self.name, episode.views[source].filters)
-        return ToolResult(
-            feedback=f"Zoomed into {box.as_list()} of view {source}: view {view.index} ({size[0]}x{size[1]}).",
-            view=view,
-            applied_box=box,
-        )
+        return region_view(episode, args, self.name, "Zoomed into", imaging.scale_longest_to(box.width, box.height, ctx.view_size))
+
+
+def region_view(episode: Episode, args: dict[str, Any], tool: str, verb: str, size: tuple[int, int]) -> ToolResult:
+    """Add the view of ``args["bbox_2d"]`` (already in original pixels) cut from ``args["source"]``, at ``size``."""
+    box = args["bbox_2d"]
+    source = args.get("source", episode.current_view)
+    view = episode.add_view(box, size, source, tool, episode.views[source].filters)
+    return ToolResult(
+        feedback=f"{verb} {box.as_list()} of view {source}: view {view.index} ({size[0]}x{size[1]}).",
+        view=view,
+        applied_box=box,
+    )
