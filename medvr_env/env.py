@@ -19,7 +19,7 @@ from .entropy import make_estimator
 from .episode import Episode, StepRecord
 from .errors import ActionError, ErrorCode, ToolError
 from .grading import grade_answer
-from .protocol import DEFAULT_MAX_CHARS, ToolCall, parse_action_text
+from .protocol import DEFAULT_MAX_CHARS, ToolCall, call_from_object, parse_action_text
 from .text import CHARSET, normalize_text
 from .tools import DEFAULT_TOOLS, Tool, ToolContext, ToolResult, resolve_tool, validate_arguments
 
@@ -334,7 +334,7 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
         if isinstance(action, dict) and "name" in action:
             reported = {k: action.get(k) for k in ("entropy", "tool_entropy", "token_entropies")}
             raw = _json_or_repr({"name": action.get("name"), "arguments": action.get("arguments")})
-            parsed = parse_action_text(f"<tool_call>{raw}</tool_call>", self.tool_names, self.max_action_chars)
+            parsed = call_from_object(action, "", self.tool_names)
             return raw, parsed.call, self.bbox_format, reported, parsed.error
         if isinstance(action, dict) and "tool" in action:
             return self._decode_structured(action)
@@ -412,7 +412,7 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
         episode = self.episode
         window = np.zeros(self.entropy_window, dtype=np.float32)
         mask = np.zeros(self.entropy_window, dtype=np.int8)
-        recent = episode.entropy_trace[-self.entropy_window :]
+        recent = [s.entropy for s in episode.steps[-self.entropy_window :]]
         offset = self.entropy_window - len(recent)
         for i, value in enumerate(recent):
             if value is not None:

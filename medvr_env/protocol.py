@@ -122,6 +122,12 @@ def _parse_call(body: str, think: str, enabled: set[str]) -> ParseResult:
         return _fail(ErrorCode.NON_FINITE, f"the tool call contains {exc}; numbers must be finite")
     except (ValueError, RecursionError) as exc:
         return _fail(ErrorCode.BAD_JSON, f"the tool call is not valid JSON ({str(exc)[:80]})")
+    return call_from_object(obj, think, enabled)
+
+
+def call_from_object(obj: Any, think: str, enabled: Iterable[str]) -> ParseResult:
+    """A call from a decoded tool-call object ``{"name": ..., "arguments": {...}}`` (JSON text or a Python dict)."""
+    enabled = set(enabled)
     if not isinstance(obj, dict):
         return _fail(ErrorCode.NOT_AN_OBJECT, 'the tool call must be a JSON object {"name": ..., "arguments": {...}}')
     name = obj.get("name")

@@ -124,3 +124,22 @@ def test_unknown_yaml_key_is_an_error_naming_it(tmp_path, text, key):
 def test_malformed_registry_errors(tmp_path, text, message):
     with pytest.raises(RegistryError, match=message):
         load_registry(_write(tmp_path, text))
+
+
+def test_wheel_ships_the_registry(tmp_path):
+    """The built wheel carries envs_registry.yaml inside medvr_env/, where registry_path() looks first."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("hatchling", reason="hatchling (in the [dev] extra) builds the wheel offline")
+    repo = REPO_REGISTRY.parent
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    wheel = next(tmp_path.glob("medvr-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "medvr_env/envs_registry.yaml" in names
+    assert zipfile.ZipFile(wheel).read("medvr_env/envs_registry.yaml").decode() == REPO_REGISTRY.read_text()
+    assert any(n.startswith("agents/") for n in names)
