@@ -143,3 +143,16 @@ def test_wheel_ships_the_registry(tmp_path):
     assert "medvr_env/envs_registry.yaml" in names
     assert zipfile.ZipFile(wheel).read("medvr_env/envs_registry.yaml").decode() == REPO_REGISTRY.read_text()
     assert any(n.startswith("agents/") for n in names)
+
+
+def test_importing_medvr_env_stays_light():
+    """Vector-env workers import medvr_env; it must never pull in torch, transformers or agents."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gymnasium as gym, medvr_env; env = gym.make('MedVR-VQA-v0'); env.reset(seed=0); "
+        "print(sorted(m for m in ('torch', 'transformers', 'agents') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
