@@ -326,13 +326,13 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
         """Turn any accepted action form into a call; returns (raw, call, bbox_format, reported entropy, error)."""
         reported: dict[str, Any] = {}
         if isinstance(action, dict) and "text" in action and "tool" not in action and "name" not in action:
-            reported = {k: action.get(k) for k in ("entropy", "tool_entropy", "token_entropies")}
+            reported = _reported_uncertainty(action)
             action = action["text"]
         if isinstance(action, str):
             parsed = parse_action_text(action, self.tool_names, self.max_action_chars)
             return action[: self.max_action_chars], parsed.call, self.bbox_format, reported, parsed.error
         if isinstance(action, dict) and "name" in action:
-            reported = {k: action.get(k) for k in ("entropy", "tool_entropy", "token_entropies")}
+            reported = _reported_uncertainty(action)
             raw = _json_or_repr({"name": action.get("name"), "arguments": action.get("arguments")})
             parsed = call_from_object(action, "", self.tool_names)
             return raw, parsed.call, self.bbox_format, reported, parsed.error
@@ -474,6 +474,11 @@ def _record(episode, raw, call, error, result, entropy, source, reported, terms,
         feedback=feedback,
         answer=result.answer,
     )
+
+
+def _reported_uncertainty(action: dict[str, Any]) -> dict[str, Any]:
+    """The uncertainty fields a text or call-dict action may carry."""
+    return {k: action.get(k) for k in ("entropy", "tool_entropy", "token_entropies")}
 
 
 def _finite_unit(value: Any) -> float | None:
