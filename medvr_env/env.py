@@ -100,7 +100,10 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
 
     ## Arguments
 
-    ``dataset`` (registered name, import path or instance), ``split``, ``dataset_kwargs``,
+    ``dataset`` (registered name, import path or instance), ``split``, ``dataset_kwargs``
+    (anything else the dataset takes, such as SLAKE's ``language``), and the selection kwargs
+    passed on to the dataset when given: ``data_root`` (else ``$MEDVR_DATA/<dataset>``),
+    ``num_samples``, ``start_index``, ``question_types``, ``answer_types`` (``"closed"``/``"open"``),
     ``tools``, ``bbox_format`` (``"pixel"`` | ``"norm"`` | ``"norm1000"``), ``obs_size``,
     ``view_size`` (zoom output, longer side), ``max_view_side`` (image budget for crop
     and relook), ``max_steps``, ``max_consecutive_errors``, ``entropy_window``,
@@ -120,6 +123,11 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
         dataset: str | VQADataset = "procedural",
         split: str = "train",
         dataset_kwargs: dict[str, Any] | None = None,
+        data_root: str | None = None,
+        num_samples: int | None = None,
+        start_index: int | None = None,
+        question_types: str | Sequence[str] | None = None,
+        answer_types: str | Sequence[str] | None = None,
         tools: Sequence[str | type[Tool]] = DEFAULT_TOOLS,
         bbox_format: str = "norm",
         obs_size: int = 224,
@@ -156,7 +164,9 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
 
-        self.dataset = make_dataset(dataset, split=split, **(dataset_kwargs or {}))
+        selection = {"data_root": data_root, "num_samples": num_samples, "start_index": start_index,
+                     "question_types": question_types, "answer_types": answer_types}
+        self.dataset = make_dataset(dataset, split=split, **_merge_dataset_kwargs(dataset_kwargs, selection))
         if len(self.dataset) == 0:
             raise ValueError(f"dataset {getattr(self.dataset, 'name', dataset)!r} split {split!r} has no samples")
         tool_classes = [resolve_tool(t) for t in tools]
@@ -449,6 +459,19 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
             "entropy": entropy,
             "answer": answer,
         }
+
+
+def _merge_dataset_kwargs(dataset_kwargs: dict[str, Any] | None, selection: dict[str, Any]) -> dict[str, Any]:
+    """``dataset_kwargs`` plus the selection kwargs the env takes directly (those not ``None``)."""
+    merged = dict(dataset_kwargs or {})
+    for key, value in selection.items():
+        if value is None:
+            continue
+        if key in merged and merged[key] != value:
+            raise ValueError(f"{key} is given twice with different values: {value!r} and dataset_kwargs[{key!r}]="
+                             f"{merged[key]!r}")
+        merged[key] = value
+    return merged
 
 
 def _record(episode, raw, call, error, result, entropy, source, reported, terms, feedback):

@@ -13,6 +13,8 @@ from gymnasium.utils.env_checker import check_env, data_equivalence
 import medvr_env
 from medvr_env.wrappers import TextActions
 
+from .dataset_fixtures import make_spec
+
 SPECS = [s for s in gym.registry.values() if str(s.entry_point).startswith("medvr_env")]
 # check_env always notes that a wrapped env is not the raw env; the text path is a wrapper by design.
 WRAPPED_NOTE = "is different from the unwrapped version"
@@ -28,17 +30,17 @@ def _check_without_warnings(env, allowed=()):
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
 def test_check_env_structured(spec):
-    _check_without_warnings(spec.make(disable_env_checker=True).unwrapped)
+    _check_without_warnings(make_spec(spec, disable_env_checker=True).unwrapped)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
 def test_check_env_text_actions(spec):
-    _check_without_warnings(TextActions(spec.make(disable_env_checker=True).unwrapped), allowed=(WRAPPED_NOTE,))
+    _check_without_warnings(TextActions(make_spec(spec, disable_env_checker=True).unwrapped), allowed=(WRAPPED_NOTE,))
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
 def test_fifty_step_determinism_two_envs(spec):
-    env_a, env_b = spec.make(disable_env_checker=True), spec.make(disable_env_checker=True)
+    env_a, env_b = make_spec(spec, disable_env_checker=True), make_spec(spec, disable_env_checker=True)
     env_a.action_space.seed(7)
     obs_a, info_a = env_a.reset(seed=11)
     obs_b, info_b = env_b.reset(seed=11)

@@ -13,6 +13,8 @@ import yaml
 import medvr_env
 from medvr_env.registration import RegistryError, load_registry, register_envs, registry_path
 
+from .dataset_fixtures import make_kwargs
+
 REPO_REGISTRY = Path(__file__).resolve().parent.parent / "envs_registry.yaml"
 
 
@@ -48,7 +50,7 @@ def test_make_kwargs_override_registry_kwargs():
 
 @pytest.mark.parametrize("env_id", medvr_env.ENV_IDS)
 def test_spec_json_round_trip(env_id):
-    env = gym.make(env_id)
+    env = gym.make(env_id, **make_kwargs(gym.spec(env_id)))
     spec = env.spec
     restored = gym.envs.registration.EnvSpec.from_json(spec.to_json())
     assert restored == spec

@@ -622,6 +622,7 @@ class ProceduralDataset:
     """
 
     name = "procedural"
+    splits = SPLITS
 
     def __init__(
         self,
@@ -678,6 +679,11 @@ class ProceduralDataset:
 
     def __len__(self) -> int:
         return self.num_samples
+
+    def with_split(self, split: str) -> ProceduralDataset:
+        """The same generator (seed, size, question types, number of samples) on another split."""
+        return ProceduralDataset(split=split, num_samples=self.num_samples, seed=self.seed,
+                                 image_size=self.image_size, question_types=self.question_types)
 
     def _plan(self, split: str, seed: int, index: int, qtype: str, size: int) -> _Plan:
         key = (split, seed, index, qtype, size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ..importing import import_object
@@ -9,6 +10,7 @@ from .sample import VQADataset
 
 DATASETS: dict[str, str] = {
     "procedural": "medvr_env.data.procedural:ProceduralDataset",
+    "vqa_rad": "medvr_env.data.vqa_rad:VQARADDataset",
 }
 
 
@@ -20,4 +22,10 @@ def make_dataset(spec: str | VQADataset, split: str, **kwargs: Any) -> VQADatase
         return spec
     if spec not in DATASETS and ":" not in spec:
         raise ValueError(f"unknown dataset {spec!r}; registered: {sorted(DATASETS)} (or give 'package.module:Class')")
-    return import_object(DATASETS.get(spec, spec), "dataset")(split=split, **kwargs)
+    cls = import_object(DATASETS.get(spec, spec), "dataset")
+    accepted = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise TypeError(f"dataset {spec!r} does not take {unknown}; it takes {sorted(set(accepted) - {'split'})}")
+    return cls(split=split, **kwargs)
