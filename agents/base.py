@@ -29,6 +29,7 @@ AGENTS: dict[str, str] = {
     "scripted": "agents.scripted:ContrastSearchAgent",
     "no-zoom": "agents.scripted:NoZoomAgent",
     "random": "agents.scripted:RandomAgent",
+    "majority": "agents.prior:MajorityAnswerAgent",
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``medvr`` command: ``run`` an agent, list ``envs`` and ``tools``."""
+"""The ``medvr`` command: ``run`` an agent, ``eval`` it on a dataset split, list ``envs`` and ``tools``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ import medvr_env
 from medvr_env.registration import load_registry
 from medvr_env.tools import registered_tools, resolve_tool
 
+from medvr_env.data.files import DatasetFormatError, DatasetNotFoundError
+
 from .base import AGENTS, make_agent
+from .evaluate import evaluate, table1_markdown
 from .runner import run_episodes, write_json
 
 
@@ -62,6 +65,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent_kwargs(args: argparse.Namespace) -> dict:
+    return {"model": args.model} if getattr(args, "model", None) else {}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    unknown = [e for e in args.env if e not in gym.registry]
+    if unknown:
+        print(f"error: unknown env id(s) {unknown}; run `medvr envs` to list them", file=sys.stderr)
+        return 2
+    env_kwargs = _parse_kwargs(args.env_kwarg)
+    if args.data_root:
+        env_kwargs["data_root"] = args.data_root
+    out = Path(args.out) / f"eval_{time.strftime('%Y%m%d-%H%M%S')}"
+    results = []
+    for env_id in args.env:
+        for agent in args.agent:
+            try:
+                result = evaluate(
+                    env_id, agent, split=args.split, limit=args.limit, seed=args.seed, env_kwargs=env_kwargs,
+                    agent_kwargs=_agent_kwargs(args), progress=not args.no_progress,
+                    trajectories=out / "trajectories" / f"{env_id}__{agent.replace(':', '.')}.jsonl",
+                )
+            except (DatasetNotFoundError, DatasetFormatError, ValueError, TypeError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            results.append(result)
+    table = table1_markdown(results)
+    reports = "\n\n".join(r.report() for r in results)
+    write_json(out / "results.json", {"table1": table, "results": [r.to_dict() for r in results]})
+    (out / "table.md").write_text(f"## Accuracy (%), laid out like MedVR Table 1\n\n{table}\n\n{reports}\n")
+    print(f"\n{table}\n\n{reports}")
+    print(f"\nresults:      {out / 'results.json'}\ntable:        {out / 'table.md'}\n"
+          f"trajectories: {out / 'trajectories'}/")
+    return 0
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     for entry in load_registry():
         wrappers = ", ".join(w.name for w in entry["additional_wrappers"]) or "-"
@@ -97,6 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(func=cmd_run)
 
+    ev = sub.add_parser("eval", help="evaluate agents on dataset splits; accuracy by answer/question type, tools, grounding")
+    ev.add_argument("--env", action="append", required=True, help="registered env id; repeat for several benchmarks")
+    ev.add_argument("--agent", action="append", default=None,
+                    help=f"one of {', '.join(sorted(AGENTS))} or package.module:Class; repeat to compare (default: scripted)")
+    ev.add_argument("--model", default=None, help="model path or hub id, for agents that load weights (--agent vlm)")
+    ev.add_argument("--split", default="test", help="dataset split (default: test)")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
+    ev.add_argument("--data-root", default=None, help="dataset folder (else $MEDVR_DATA/<dataset>)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the first reset (default: 0)")
+    ev.add_argument("--out", default="runs", help="folder for results.json, table.md, trajectories (default: runs/)")
+    ev.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="extra env kwargs")
+    ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ev.set_defaults(func=cmd_eval)
+
     envs = sub.add_parser("envs", help="list the registered env ids")
     envs.set_defaults(func=cmd_envs)
 
@@ -108,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) == "eval":
+        args.agent = args.agent or ["scripted"]
+        if args.limit is not None and args.limit < 1:
+            print("error: --limit must be at least 1", file=sys.stderr)
+            return 2
     if getattr(args, "episodes", 1) < 1:
         print("error: --episodes must be at least 1", file=sys.stderr)
         return 2

@@ -16,9 +16,7 @@ from tqdm.auto import tqdm
 from medvr_env import Episode
 
 from .base import Agent
-
-VIEW_TOOLS = frozenset({"zoom", "crop"})
-
+from .metrics import is_correct, tool_stats
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -54,17 +52,15 @@ def summarize(episodes: Iterable[Episode]) -> RunSummary:
     if not episodes:
         raise ValueError("no episodes to summarise")
     n = len(episodes)
-    steps = [e.num_steps for e in episodes]
-    zooms = [sum(1 for s in e.steps if s.tool in VIEW_TOOLS) for e in episodes]
-    invalid = sum(1 for e in episodes for s in e.steps if s.error)
+    tools = tool_stats(episodes)
     return RunSummary(
         episodes=n,
-        accuracy=sum(1 for e in episodes if e.grade and e.grade["correct"]) / n,
-        zoom_rate=sum(1 for z in zooms if z > 0) / n,
-        mean_steps=sum(steps) / n,
-        mean_zooms=sum(zooms) / n,
-        invalid_action_rate=invalid / max(1, sum(steps)),
-        answered_rate=sum(1 for e in episodes if e.stop_reason == "answered") / n,
+        accuracy=sum(1 for e in episodes if is_correct(e)) / n,
+        zoom_rate=tools.zoom_rate,
+        mean_steps=tools.mean_steps,
+        mean_zooms=tools.mean_zooms,
+        invalid_action_rate=tools.invalid_action_rate,
+        answered_rate=tools.answered_rate,
         mean_reward=sum(e.total_reward for e in episodes) / n,
     )
 
@@ -112,7 +108,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     try:
         with os.fdopen(fd, "w") as fh:
             for record in records:
-                fh.write(json.dumps(record, default=_json_default) + "\n")
+                fh.write(json.dumps(record, default=json_default) + "\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -127,7 +123,7 @@ def write_json(path: str | Path, record: dict[str, Any]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=2, default=_json_default)
+            json.dump(record, fh, indent=2, default=json_default)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -135,7 +131,7 @@ def write_json(path: str | Path, record: dict[str, Any]) -> Path:
     return path
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if isinstance(obj, float) and math.isnan(obj):
