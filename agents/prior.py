@@ -9,8 +9,9 @@ never on the split being evaluated:
 - yes/no questions: the more common of yes and no for the question type;
 - open questions: the most common normalised answer for the question type.
 
-Groups are ``(question_type, answer_type)``; a group the training split lacks falls
-back to the answer type's overall majority. Datasets without a training split
+Groups are ``(question_type, answer_type, has options)``, all read from the question's
+metadata, never from its answer; a group the training split lacks falls back to the
+answer type's overall majority. Datasets without a training split
 (OmniMedVQA, MedXpertQA) get option A and "yes", and the agent says so once.
 """
 
@@ -30,44 +31,43 @@ TRAIN_SPLIT = "train"
 
 @dataclass
 class AnswerPrior:
-    """Majority answers counted from training samples."""
+    """Majority answers counted from training samples, per ``(question_type, answer_type, multiple choice)``."""
 
-    by_group: dict[tuple[str, str, str], str] = field(default_factory=dict)
-    by_kind: dict[str, str] = field(default_factory=dict)
+    by_group: dict[tuple[str, str, bool], str] = field(default_factory=dict)
+    by_answer_type: dict[tuple[str, bool], str] = field(default_factory=dict)
     samples: int = 0
 
     @classmethod
     def count(cls, samples: list[Sample]) -> AnswerPrior:
-        groups: dict[tuple[str, str, str], Counter] = {}
-        kinds: dict[str, Counter] = {}
+        groups: dict[tuple[str, str, bool], Counter] = {}
+        fallback: dict[tuple[str, bool], Counter] = {}
         for s in samples:
-            kind, answer = _kind_and_answer(s)
+            answer = _training_answer(s)
             if answer is None:
                 continue
-            groups.setdefault((s.question_type, s.answer_type, kind), Counter())[answer] += 1
-            kinds.setdefault(kind, Counter())[answer] += 1
+            choice = bool(s.options)
+            groups.setdefault((s.question_type, s.answer_type, choice), Counter())[answer] += 1
+            fallback.setdefault((s.answer_type, choice), Counter())[answer] += 1
         # most_common breaks ties by first occurrence, which keeps the prior deterministic.
         return cls({k: c.most_common(1)[0][0] for k, c in groups.items()},
-                   {k: c.most_common(1)[0][0] for k, c in kinds.items()}, len(samples))
+                   {k: c.most_common(1)[0][0] for k, c in fallback.items()}, len(samples))
 
     def answer(self, sample: Sample) -> str:
-        kind, _ = _kind_and_answer(sample)
-        guess = self.by_group.get((sample.question_type, sample.answer_type, kind)) or self.by_kind.get(kind)
-        if kind == "choice":
-            position = int(guess) if guess is not None else 0
-            return option_letter(min(position, len(sample.options) - 1))
+        """The prior's answer; reads the question's type and options, never its reference answer."""
+        choice = bool(sample.options)
+        guess = (self.by_group.get((sample.question_type, sample.answer_type, choice))
+                 or self.by_answer_type.get((sample.answer_type, choice)))
+        if choice:
+            return option_letter(min(int(guess or 0), len(sample.options) - 1))
         return guess if guess is not None else "yes"
 
 
-def _kind_and_answer(sample: Sample) -> tuple[str, str | None]:
-    """("choice", position) | ("yes_no", "yes"/"no") | ("open", normalised answer)."""
+def _training_answer(sample: Sample) -> str | None:
+    """What the prior counts: the correct option's position, "yes"/"no", or the normalised answer."""
     if sample.options:
         index = match_option_text(sample.answer, list(sample.options))
-        return "choice", (str(index) if index is not None else None)
-    polarity = parse_yes_no(sample.answer) if sample.answer_type == "closed" else None
-    if polarity is not None:
-        return "yes_no", polarity
-    return "open", normalize_answer(sample.answer) or None
+        return None if index is None else str(index)
+    return parse_yes_no(sample.answer) or normalize_answer(sample.answer) or None
 
 
 def training_samples(dataset: VQADataset) -> list[Sample] | None:

@@ -26,6 +26,10 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     edges, so content moves by less than half an output pixel (mean difference from
     the one-pass result: about 1.5 grey levels on a chest X-ray).
     """
+    if image.ndim == 3 and image.strides[2] == 0:
+        # A grayscale original stored once and broadcast to RGB (see medvr_env.data.images):
+        # resize the single channel, then widen only the small output.
+        return np.repeat(resize(image[:, :, 0], size)[:, :, None], image.shape[2], axis=2)
     h, w = image.shape[:2]
     if (w, h) == tuple(size):
         return np.array(image, copy=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageChops, ImageOps
 
 from .sample import as_rgb_uint8
 
@@ -71,6 +71,9 @@ def decode_image(source: str | os.PathLike[str] | bytes, *, name: str | None = N
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a file path or encoded bytes to a read-only ``(H, W, 3)`` uint8 RGB array.
 
+    Grayscale images are returned as a broadcast view of one channel (``strides[2] == 0``),
+    which :mod:`medvr_env.imaging` resizes as a single channel.
+
     Args:
         source: A path, or the encoded bytes (as parquet releases store images).
         name: What to call the image in errors (defaults to the path).
@@ -94,12 +97,19 @@ def decode_image(source: str | os.PathLike[str] | bytes, *, name: str | None = N
         raise ImageDecodeError(f"image file {label} is empty")
     try:
         if is_dicom(data[:DICOM_PREAMBLE + 4], label):
-            return as_rgb_uint8(_decode_dicom(data, label, max_pixels))
-        return as_rgb_uint8(_decode_raster(data, label, max_pixels))
+            return _as_rgb(_decode_dicom(data, label, max_pixels))
+        return _as_rgb(_decode_raster(data, label, max_pixels))
     except ImageDecodeError:
         raise
     except Exception as exc:  # PIL and pydicom raise many types for damaged files
         raise ImageDecodeError(f"cannot decode image {label}: {type(exc).__name__}: {exc}") from exc
+
+
+def _as_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Grayscale stays one channel in memory, broadcast (read-only) to ``(H, W, 3)``: a third of the cache."""
+    if pixels.ndim == 2:
+        return np.broadcast_to(np.ascontiguousarray(pixels)[:, :, None], (*pixels.shape, 3))
+    return as_rgb_uint8(pixels)
 
 
 def _check_size(width: int, height: int, label: str, max_pixels: int) -> None:
@@ -125,7 +135,13 @@ def _decode_raster(data: bytes, label: str, max_pixels: int) -> np.ndarray:
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
     mode = im.mode
-    if mode in ("RGB", "L"):
+    if mode == "RGB":
+        # Most medical JPEGs are grayscale saved as RGB: keep one channel (checked in C, faster than numpy).
+        r, g, b = im.split()
+        if ImageChops.difference(r, g).getbbox() is None and ImageChops.difference(g, b).getbbox() is None:
+            return np.asarray(r)
+        return np.asarray(im)
+    if mode == "L":
         return np.asarray(im)
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return window_to_uint8(np.asarray(im).astype(np.float64))
@@ -198,6 +214,13 @@ def _first_number(value) -> float:
         return float("nan")
 
 
+def stored_bytes(image: np.ndarray) -> int:
+    """Memory an image really holds: broadcast channels (stride 0) count once."""
+    if image.ndim == 3 and image.strides[2] == 0:
+        return image.nbytes // image.shape[2]
+    return image.nbytes
+
+
 class ImageCache:
     """A least-recently-used cache of decoded images, bounded by total bytes.
 
@@ -229,12 +252,13 @@ class ImageCache:
             self.misses += 1
         image = load()
         with self._lock:
-            if image.nbytes <= self.max_bytes and key not in self._items:
+            size = stored_bytes(image)
+            if size <= self.max_bytes and key not in self._items:
                 self._items[key] = image
-                self.nbytes += image.nbytes
+                self.nbytes += size
                 while self.nbytes > self.max_bytes:
                     _, old = self._items.popitem(last=False)
-                    self.nbytes -= old.nbytes
+                    self.nbytes -= stored_bytes(old)
         return image
 
     def clear(self) -> None:
