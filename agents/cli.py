@@ -44,9 +44,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     env_kwargs = _parse_kwargs(args.env_kwarg)
     if args.split:
         env_kwargs["split"] = args.split
+    if args.data_root:
+        env_kwargs["data_root"] = args.data_root
     try:
         env = gym.make(args.env, **env_kwargs)
-        agent = make_agent(args.agent)
+        agent = make_agent(args.agent, **_agent_kwargs(args))
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -129,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--env", default="MedVR-VQA-v0", help="registered env id (default: MedVR-VQA-v0)")
     run.add_argument("--agent", default="scripted", help=f"one of {', '.join(sorted(AGENTS))} or package.module:Class")
     run.add_argument("--episodes", type=int, default=100, help="number of episodes (default: 100)")
+    run.add_argument("--model", default=None, help="model path or hub id, for agents that load weights (--agent vlm)")
     run.add_argument("--split", default=None, help="dataset split, e.g. train or test")
+    run.add_argument("--data-root", default=None, help="dataset folder for real-data ids (else $MEDVR_DATA/<dataset>)")
     run.add_argument("--seed", type=int, default=0, help="seed of the first reset (default: 0)")
     run.add_argument("--out", default="runs", help="folder for trajectories and summary (default: runs/)")
     run.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="extra env kwargs")

@@ -147,3 +147,24 @@ def test_corrupt_image_in_a_dataset_names_the_file(tmp_path):
     env = gym.make("MedVR-VQA-RAD-v0", data_root=str(tmp_path), split="test")
     with pytest.raises(ValueError, match="synpic1.jpg"):
         env.reset(seed=0)
+
+
+@real
+def test_real_vqa_rad_passes_the_dataset_conformance_check():
+    from medvr_env.testing import check_dataset
+
+    check_dataset(VQARADDataset(split="test", data_root=VQA_RAD_ROOT), max_samples=30)
+
+
+def test_conformance_check_catches_a_broken_dataset():
+    from medvr_env.testing import DatasetCheckError, check_dataset
+
+    from .helpers import ArrayDataset
+
+    class WritableImages(ArrayDataset):
+        def load_image(self, sample):
+            return np.zeros((32, 32, 3), np.uint8)  # writeable: the env's shared cache could be corrupted
+
+    with pytest.raises(DatasetCheckError, match="read-only"):
+        check_dataset(WritableImages(), check_env_too=False)
+    check_dataset(ArrayDataset(), check_env_too=False)
