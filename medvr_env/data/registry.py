@@ -11,6 +11,12 @@ from .sample import VQADataset
 DATASETS: dict[str, str] = {
     "procedural": "medvr_env.data.procedural:ProceduralDataset",
     "vqa_rad": "medvr_env.data.vqa_rad:VQARADDataset",
+    "slake": "medvr_env.data.slake:SLAKEDataset",
+    "pathvqa": "medvr_env.data.pathvqa:PathVQADataset",
+    "pmc_vqa": "medvr_env.data.pmc_vqa:PMCVQADataset",
+    "omnimedvqa": "medvr_env.data.omnimedvqa:OmniMedVQADataset",
+    "medxpertqa": "medvr_env.data.medxpertqa:MedXpertQADataset",
+    "custom": "medvr_env.data.custom:CustomVQADataset",
 }
 
 
