@@ -30,6 +30,7 @@ AGENTS: dict[str, str] = {
     "no-zoom": "agents.scripted:NoZoomAgent",
     "random": "agents.scripted:RandomAgent",
     "majority": "agents.prior:MajorityAnswerAgent",
+    "vlm": "agents.vlm:VLMAgent",
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from dataclasses import dataclass
@@ -62,7 +64,9 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
     - **text** (the VLM path, or the ``TextActions`` wrapper): a string in the protocol
       ``<think>..</think><tool_call>{"name": .., "arguments": {..}}</tool_call>`` or
       ``<answer>..</answer>``, with boxes in ``bbox_format``. To report entropy, pass
-      ``{"text": str, "entropy": float, "tool_entropy": float, "token_entropies": [float]}``.
+      ``{"text": str, "entropy": float, "tool_entropy": float, "token_entropies": [float]}``. A policy that saw
+      views at other sizes than delivered (a VLM processor resized them) adds ``"view_sizes": {index: [w, h]}``,
+      and ``"pixel"`` boxes are read on those sizes.
     - **call**: ``{"name": "zoom", "arguments": {"bbox_2d": [...], "source": 0}}``, boxes in ``bbox_format``.
 
     ## Observation Space
@@ -264,7 +268,7 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
             tool = self._tools[call.name]
             args, error = validate_arguments(type(tool), call.arguments)
             if error is None:
-                result, error = self._apply(tool, args, bbox_format, episode)
+                result, error = self._apply(tool, args, bbox_format, episode, _view_sizes(action))
 
         terms = {"accuracy": 0.0, "format": 0.0, "tool": 0.0, "cost": -self.step_cost}
         grade = None
@@ -305,6 +309,11 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
         if self.render_mode == "ansi":
             return rendering.render_ansi(self.episode)
         return None
+
+    def set_bbox_format(self, bbox_format: str) -> None:
+        """Read boxes in actions as ``bbox_format`` from now on (a policy declares its model's convention)."""
+        self.bbox_format = check_format(bbox_format)
+        self._ctx = dataclasses.replace(self._ctx, bbox_format=self.bbox_format)
 
     def action_masks(self) -> np.ndarray:
         """Which tools make sense now (1) per ``tool_names``; only terminal tools on the last step."""
@@ -384,8 +393,12 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
                 args[name] = value
         return raw, ToolCall(tool.name, args), "norm", reported, None
 
-    def _apply(self, tool: Tool, args: dict[str, Any], bbox_format: str, episode: Episode):
-        """Resolve view and box arguments, then run the tool; never raises."""
+    def _apply(self, tool: Tool, args: dict[str, Any], bbox_format: str, episode: Episode, shown=None):
+        """Resolve view and box arguments, then run the tool; never raises.
+
+        ``shown`` maps view indices to the (width, height) the policy saw them at: the frame of "pixel" boxes
+        when it differs from the delivered size (a VLM processor resized the view).
+        """
         try:
             view_key = tool.argument_with_role("view")
             if view_key is not None and view_key in args and not 0 <= args[view_key] < len(episode.views):
@@ -399,7 +412,7 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
                 args[box_key] = box_from_agent(
                     args[box_key],
                     view_box=source.box,
-                    view_size=source.size,
+                    view_size=(shown or {}).get(source.index, source.size),
                     bbox_format=bbox_format,
                     image_size=episode.image_size,
                     min_side=self.min_box_side,
@@ -497,6 +510,22 @@ def _record(episode, raw, call, error, result, entropy, source, reported, terms,
         feedback=feedback,
         answer=result.answer,
     )
+
+
+def _view_sizes(action: Any) -> dict[int, tuple[int, int]]:
+    """``action["view_sizes"]`` of a text or call dict: {view index: (width, height) the policy saw it at}."""
+    raw = action.get("view_sizes") if isinstance(action, dict) and "tool" not in action else None
+    if not raw:
+        return {}
+    out: dict[int, tuple[int, int]] = {}
+    for key, size in raw.items() if isinstance(raw, dict) else enumerate(raw):
+        try:
+            index, (w, h) = int(key), (int(v) for v in size)
+        except (TypeError, ValueError):
+            continue
+        if w > 0 and h > 0:
+            out[index] = (w, h)
+    return out
 
 
 def _reported_uncertainty(action: dict[str, Any]) -> dict[str, Any]:
