@@ -23,13 +23,13 @@ from .evaluate import evaluate, table1_markdown
 from .runner import run_episodes, write_json
 
 
-def _parse_kwargs(pairs: Sequence[str]) -> dict:
+def _parse_kwargs(pairs: Sequence[str], flag: str = "--env-kwarg") -> dict:
     """``key=value`` pairs; values are parsed as JSON when they can be (``max_steps=6``, ``split="test"``)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: --env-kwarg expects key=value, got {pair!r}")
+            raise SystemExit(f"error: {flag} expects key=value, got {pair!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -68,7 +68,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _agent_kwargs(args: argparse.Namespace) -> dict:
-    return {"model": args.model} if getattr(args, "model", None) else {}
+    """``--agent-kwarg`` pairs plus ``--model`` (for agents that load weights)."""
+    kwargs = _parse_kwargs(getattr(args, "agent_kwarg", []), flag="--agent-kwarg")
+    if getattr(args, "model", None):
+        kwargs["model"] = args.model
+    return kwargs
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -132,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--agent", default="scripted", help=f"one of {', '.join(sorted(AGENTS))} or package.module:Class")
     run.add_argument("--episodes", type=int, default=100, help="number of episodes (default: 100)")
     run.add_argument("--model", default=None, help="model path or hub id, for agents that load weights (--agent vlm)")
+    run.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                     help="agent options, e.g. max_new_tokens=256 temperature=0.7 max_images=6 (vlm)")
     run.add_argument("--split", default=None, help="dataset split, e.g. train or test")
     run.add_argument("--data-root", default=None, help="dataset folder for real-data ids (else $MEDVR_DATA/<dataset>)")
     run.add_argument("--seed", type=int, default=0, help="seed of the first reset (default: 0)")
@@ -145,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--agent", action="append", default=None,
                     help=f"one of {', '.join(sorted(AGENTS))} or package.module:Class; repeat to compare (default: scripted)")
     ev.add_argument("--model", default=None, help="model path or hub id, for agents that load weights (--agent vlm)")
+    ev.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                     help="agent options, e.g. max_new_tokens=256 temperature=0.7 max_images=6 (vlm)")
     ev.add_argument("--split", default="test", help="dataset split (default: test)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
     ev.add_argument("--data-root", default=None, help="dataset folder (else $MEDVR_DATA/<dataset>)")

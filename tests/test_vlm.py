@@ -311,3 +311,18 @@ def test_medvr_run_with_a_local_checkpoint(tiny, tmp_path, capsys):
     record = json.loads((run_dir / "trajectories.jsonl").read_text().splitlines()[0])
     assert record["steps"] and all(s["entropy_source"] == "policy" for s in record["steps"])
     assert "vlm on MedVR-VQA-Text-v0" in capsys.readouterr().out
+
+
+def test_medvr_eval_with_a_local_checkpoint_and_agent_kwargs(tiny, tmp_path, capsys):
+    from agents.cli import main
+
+    code = main(["eval", "--agent", "vlm", "--model", str(tiny("qwen2_5_vl")), "--env", "MedVR-VQA-v0",
+                 "--limit", "2", "--no-progress", "--out", str(tmp_path), "--agent-kwarg", "max_new_tokens=6",
+                 "--env-kwarg", "max_steps=2", "--env-kwarg", "num_samples=4"])
+    assert code == 0
+    results = json.loads(next(tmp_path.glob("eval_*/results.json")).read_text())["results"][0]
+    assert results["agent"] == "vlm" and results["episodes"] == 2
+    lines = next(tmp_path.glob("eval_*/trajectories/*.jsonl")).read_text().splitlines()
+    steps = [s for line in lines for s in json.loads(line)["steps"]]
+    assert steps and all(len(s["raw"]) <= 200 for s in steps)  # 6 new tokens per turn at most
+    assert "| vlm |" in capsys.readouterr().out
