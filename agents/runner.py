@@ -109,7 +109,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
         with os.fdopen(fd, "w") as fh:
             for record in records:
                 fh.write(json.dumps(record, default=json_default) + "\n")
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -124,11 +124,19 @@ def write_json(path: str | Path, record: dict[str, Any]) -> Path:
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(record, fh, indent=2, default=json_default)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give the temp file the mode a plain ``open`` would (mkstemp makes it 0600), then rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def json_default(obj: Any) -> Any:
