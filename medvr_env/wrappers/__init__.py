@@ -1,5 +1,19 @@
-"""Wrappers over MedVRVQAEnv."""
+"""Wrappers over MedVRVQAEnv: text actions (the VLM path), SB3 encodings, entropy-guided regrounding."""
 
+from .regrounding import EntropyRegrounding
+from .sb3_actions import ActionCodec, DiscreteActions, MultiDiscreteActions, answer_vocabulary, grid_regions
+from .sb3_observation import SB3Observation
 from .text_actions import TextActions
+from .tokens import Tokenizer
 
-__all__ = ["TextActions"]
+__all__ = [
+    "ActionCodec",
+    "DiscreteActions",
+    "EntropyRegrounding",
+    "MultiDiscreteActions",
+    "SB3Observation",
+    "TextActions",
+    "Tokenizer",
+    "answer_vocabulary",
+    "grid_regions",
+]
