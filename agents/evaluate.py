@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from medvr_env import Episode
 
 from .base import Agent, make_agent
-from .runner import json_default
+from .runner import json_default, play_episode
 from .metrics import GroupAccuracy, Grounding, ToolStats, accuracy_by, as_dict, grounding, is_correct, tool_stats
 
 # Table 1 of the paper: general-domain multiple-choice benchmarks, then modality-specific free-text ones.
@@ -139,8 +139,9 @@ def evaluate(
     agent_name = agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
     if isinstance(agent, str):
         agent = make_agent(agent, **(agent_kwargs or {}))
-    base = env.unwrapped
-    dataset = base.dataset
+    dataset = env.unwrapped.dataset
+
+
     total = len(dataset) if limit is None else min(int(limit), len(dataset))
     if total < 1:
         raise ValueError(f"limit must be >= 1, got {limit!r}")
@@ -150,13 +151,7 @@ def evaluate(
     start = time.perf_counter()
     try:
         for index in range(total):
-            obs, info = env.reset(seed=seed if index == 0 else None, options={"index": index})
-            agent.reset(base, obs, info)
-            done = False
-            while not done:
-                obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
-                done = terminated or truncated
-            episode = base.episode.snapshot()
+            episode = play_episode(env, agent, seed=seed if index == 0 else None, options={"index": index})
             finished.append(episode)
             if writer is not None:
                 writer.write(episode.to_dict())

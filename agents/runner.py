@@ -65,6 +65,18 @@ def summarize(episodes: Iterable[Episode]) -> RunSummary:
     )
 
 
+def play_episode(env: gym.Env, agent: Agent, *, seed: int | None = None,
+                 options: dict[str, Any] | None = None) -> Episode:
+    """Reset ``env``, let ``agent`` act until the episode ends, and return a snapshot of its record."""
+    obs, info = env.reset(seed=seed, options=options)
+    agent.reset(env.unwrapped, obs, info)
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
+        done = terminated or truncated
+    return env.unwrapped.episode.snapshot()
+
+
 def run_episodes(
     env: gym.Env,
     agent: Agent,
@@ -83,13 +95,7 @@ def run_episodes(
                disable=not progress, unit="ep")
     correct = 0
     for i in range(episodes):
-        obs, info = env.reset(seed=seed if i == 0 else None)
-        agent.reset(base, obs, info)
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
-            done = terminated or truncated
-        episode = base.episode.snapshot()
+        episode = play_episode(env, agent, seed=seed if i == 0 else None)
         finished.append(episode)
         correct += bool(episode.grade and episode.grade["correct"])
         bar.update(1)
@@ -147,4 +153,4 @@ def json_default(obj: Any) -> Any:
     return repr(obj)
 
 
-__all__ = ["RunSummary", "run_episodes", "summarize", "write_json", "write_jsonl"]
+__all__ = ["RunSummary", "play_episode", "run_episodes", "summarize", "write_json", "write_jsonl"]

@@ -28,14 +28,13 @@ channel, as ``decode_image`` returns grayscale.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, read_jsonl
-from .images import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, decode_image
+from .images import DEFAULT_MAX_PIXELS, decode_image
 from .records import LETTERS, letter_index, text_field
 from .sample import Sample, as_rgb_uint8
 
@@ -101,18 +100,12 @@ class MedXpertQADataset(FileDataset):
     def __init__(
         self,
         split: str = "test",
-        data_root: str | os.PathLike[str] | None = None,
-        num_samples: int | None = None,
-        start_index: int = 0,
-        question_types: str | Sequence[str] | None = None,
-        answer_types: str | Sequence[str] | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        *,
         image_dir: str = "images",
+        **kwargs: Any,
     ) -> None:
         self.image_dir = str(image_dir).strip("/")
-        super().__init__(split, data_root, num_samples, start_index, question_types, answer_types,
-                         cache_bytes, max_image_pixels)
+        super().__init__(split, **kwargs)
         self._config.update(image_dir=self.image_dir)
 
     def read_split(self, split: str) -> Iterable[Sample]:

@@ -25,12 +25,10 @@ Sources are read in name order, open-access first.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, read_json, read_jsonl
-from .images import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS
 from .records import one_of, text_field
 from .sample import Sample
 
@@ -71,23 +69,17 @@ class OmniMedVQADataset(FileDataset):
     def __init__(
         self,
         split: str = "test",
-        data_root: str | os.PathLike[str] | None = None,
-        num_samples: int | None = None,
-        start_index: int = 0,
-        question_types: str | Sequence[str] | None = None,
-        answer_types: str | Sequence[str] | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        *,
         access: str = "open",
         sources: str | Sequence[str] | None = None,
+        **kwargs: Any,
     ) -> None:
         self.access = one_of(access, ACCESS, "OmniMedVQA access")
         self.sources = None if sources is None else ([sources] if isinstance(sources, str) else list(sources))
         if self.sources is not None and not self.sources:
             raise ValueError("sources must name at least one OmniMedVQA source, or be None for all")
         self.available_sources: tuple[str, ...] = ()
-        super().__init__(split, data_root, num_samples, start_index, question_types, answer_types,
-                         cache_bytes, max_image_pixels)
+        super().__init__(split, **kwargs)
         self._config.update(access=self.access, sources=self.sources)
 
     def read_split(self, split: str) -> Iterable[Sample]:

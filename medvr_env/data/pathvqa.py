@@ -36,18 +36,17 @@ leading question word (``what``, ``where``, ``how``, ``how much/many``, ``when``
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import threading
 from bisect import bisect_right
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
 from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, closed_or_open
-from .images import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from .images import ImageDecodeError, decode_image
 from .records import text_field
 from .sample import Sample
 
@@ -102,22 +101,16 @@ class PathVQADataset(FileDataset):
     def __init__(
         self,
         split: str = "test",
-        data_root: str | os.PathLike[str] | None = None,
-        num_samples: int | None = None,
-        start_index: int = 0,
-        question_types: str | Sequence[str] | None = None,
-        answer_types: str | Sequence[str] | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        *,
         trust_pickle: bool = False,
+        **kwargs: Any,
     ) -> None:
         self.trust_pickle = bool(trust_pickle)
         self.layout_used = ""
         self._files: list[Path] = []
         self._row_group_starts: list[list[int]] = []
         self._init_parquet_state()
-        super().__init__(split, data_root, num_samples, start_index, question_types, answer_types,
-                         cache_bytes, max_image_pixels)
+        super().__init__(split, **kwargs)
         self._config.update(trust_pickle=self.trust_pickle)
 
     def _init_parquet_state(self) -> None:

@@ -27,12 +27,11 @@ version's candidates that holds the first row's figure (``image_dir=`` overrides
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from .files import DatasetFormatError, DatasetNotFoundError, FileDataset
-from .images import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, resolve_inside
+from .images import resolve_inside
 from .records import LETTERS, letter_index, strip_letter_prefix, text_field
 from .sample import Sample
 
@@ -76,21 +75,15 @@ class PMCVQADataset(FileDataset):
     def __init__(
         self,
         split: str = "test",
-        data_root: str | os.PathLike[str] | None = None,
-        num_samples: int | None = None,
-        start_index: int = 0,
-        question_types: str | Sequence[str] | None = None,
-        answer_types: str | Sequence[str] | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        *,
         version: int | str = 1,
         image_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
         self.version = _parse_version(version)
         self.image_dir_arg = image_dir
         self.image_dir = ""
-        super().__init__(split, data_root, num_samples, start_index, question_types, answer_types,
-                         cache_bytes, max_image_pixels)
+        super().__init__(split, **kwargs)
         self._config.update(version=self.version, image_dir=image_dir)
 
     def read_split(self, split: str) -> Iterable[Sample]:

@@ -29,9 +29,23 @@ def make_dataset(spec: str | VQADataset, split: str, **kwargs: Any) -> VQADatase
     if spec not in DATASETS and ":" not in spec:
         raise ValueError(f"unknown dataset {spec!r}; registered: {sorted(DATASETS)} (or give 'package.module:Class')")
     cls = import_object(DATASETS.get(spec, spec), "dataset")
-    accepted = inspect.signature(cls).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-        unknown = sorted(set(kwargs) - set(accepted))
+    accepted = _accepted_kwargs(cls)
+    if accepted is not None:
+        unknown = sorted(set(kwargs) - accepted)
         if unknown:
-            raise TypeError(f"dataset {spec!r} does not take {unknown}; it takes {sorted(set(accepted) - {'split'})}")
+            raise TypeError(f"dataset {spec!r} does not take {unknown}; it takes {sorted(accepted - {'split'})}")
     return cls(split=split, **kwargs)
+
+
+def _accepted_kwargs(cls: type) -> set[str] | None:
+    """Keyword names ``cls(...)`` accepts, following ``**kwargs`` up the base classes; ``None`` if unbounded."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names - {"self"}
+    return None

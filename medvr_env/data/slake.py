@@ -35,16 +35,15 @@ the env never shows them to the policy.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 from PIL import Image
 
 from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, read_json, require_field
-from .images import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, UnsafePathError
+from .images import DEFAULT_MAX_PIXELS, UnsafePathError
 from .records import one_of, text_field, xywh_to_box
 from .sample import BoxTuple, Sample
 
@@ -72,20 +71,14 @@ class SLAKEDataset(FileDataset):
     def __init__(
         self,
         split: str = "test",
-        data_root: str | os.PathLike[str] | None = None,
-        num_samples: int | None = None,
-        start_index: int = 0,
-        question_types: str | Sequence[str] | None = None,
-        answer_types: str | Sequence[str] | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        *,
         language: str = "en",
         mask_boxes: bool = True,
+        **kwargs: Any,
     ) -> None:
         self.language = one_of(language, LANGUAGES, "SLAKE language")
         self.mask_boxes = bool(mask_boxes)
-        super().__init__(split, data_root, num_samples, start_index, question_types, answer_types,
-                         cache_bytes, max_image_pixels)
+        super().__init__(split, **kwargs)
         self._config.update(language=self.language, mask_boxes=self.mask_boxes)
 
     def read_split(self, split: str) -> Iterable[Sample]:
