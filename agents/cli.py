@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ev.set_defaults(func=cmd_eval)
 
+    # Parsed by agents.uncertainty.train itself (see main); listed here so that `medvr --help` shows it.
+    sub.add_parser("train-reader", help="train the image reader that fills the entropy channel for SB3 policies "
+                                        "([sb3] extra); --help for its options")
+
     envs = sub.add_parser("envs", help="list the registered env ids")
     envs.set_defaults(func=cmd_envs)
 
@@ -172,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train-reader"]:
+        from agents.uncertainty.train import main as train_reader  # torch only for this command
+
+        return train_reader(argv[1:])
     args = build_parser().parse_args(argv)
     if getattr(args, "command", None) == "eval":
         args.agent = args.agent or ["scripted"]

@@ -185,3 +185,11 @@ def test_training_command_on_the_procedural_dataset(tmp_path, capsys):
     assert "reader saved to" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         train_main(["--out", str(out), "--epochs", "0"])
+
+
+def test_medvr_train_reader_hands_its_arguments_to_the_training_command(capsys):
+    from agents.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-reader", "--help"])
+    assert exit_info.value.code == 0 and "--train-samples" in capsys.readouterr().out
