@@ -33,7 +33,6 @@ import os
 import random
 import tempfile
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -133,19 +132,6 @@ if __name__ == "__main__":
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    class CachedProcedural(ProceduralDataset):
-        """The procedural dataset, keeping every image it renders (RL revisits samples; the dataset keeps 8)."""
-
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            super().__init__(*a, **kw)
-            self._kept: OrderedDict[str, np.ndarray] = OrderedDict()
-
-        def load_image(self, sample):
-            key = sample if isinstance(sample, str) else sample.image_key
-            if key not in self._kept:
-                self._kept[key] = super().load_image(sample)
-            return self._kept[key]
-
     # ---------------------------------------------------------------- 1. the reader
     if args.reader and Path(args.reader).is_file():
         reader_path = Path(args.reader)
@@ -164,8 +150,10 @@ if __name__ == "__main__":
         print(f"reader saved to {reader_path} ({reader_report['seconds']} s)")
     estimator = ReaderEstimator(reader_path)
 
-    train_data = CachedProcedural("train", num_samples=args.train_samples, start_index=POLICY_START)
-    test_data = CachedProcedural("test", num_samples=args.eval_samples)
+    # RL revisits the same samples: keep every rendered image (the dataset keeps 8 by default).
+    train_data = ProceduralDataset("train", num_samples=args.train_samples, start_index=POLICY_START,
+                                   image_cache=args.train_samples)
+    test_data = ProceduralDataset("test", num_samples=args.eval_samples, image_cache=args.eval_samples)
 
     def make_env(split_data: ProceduralDataset, regrounding: bool, env_id: str = "MedVR-VQA-Tensor-v0") -> gym.Env:
         env = gym.make(env_id, dataset=split_data, split=split_data.split, uncertainty_estimator=estimator)

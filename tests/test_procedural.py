@@ -399,3 +399,14 @@ def test_no_forbidden_imports():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_image_cache_size_is_configurable_and_bounded():
+    from medvr_env.data.procedural import ProceduralDataset
+
+    ds = ProceduralDataset("train", num_samples=3, image_size=128, image_cache=2)
+    images = [ds.load_image(ds[i]) for i in range(3)]
+    assert len(ds._images) == 2 and ds.load_image(ds[2]) is images[2]
+    assert ds.with_split("test").image_cache == 2
+    with pytest.raises(ValueError, match="image_cache"):
+        ProceduralDataset("train", image_cache=0)
