@@ -25,13 +25,7 @@ from stable_baselines3.common.vec_env import SubprocVecEnv  # noqa: E402
 SB3_IDS = ["MedVR-VQA-Tensor-v0", "MedVR-VQA-Tensor-Discrete-v0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One thread: on a busy 2-core machine two OpenMP threads made single-view inference ~80x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = {"dataset_kwargs": {"num_samples": 16, "image_size": 256}}
 TINY_PPO = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "seed": 0, "device": "cpu",
             "policy_kwargs": {"net_arch": [32]}}

@@ -25,13 +25,7 @@ from medvr_env.env import MedVRVQAEnv  # noqa: E402
 QUESTION = "Is there a nodule in this image?"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One thread: on a busy 2-core machine two OpenMP threads made single-view inference ~80x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CAT_CLASSES = {281, 282, 283, 284, 285}  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, closed_or_open, read_jsonl
 from .images import UnsafePathError
@@ -136,19 +136,27 @@ def _jsonl_with_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return list(zip(lines, records))
 
 
-def _options(record: dict[str, Any], where: str) -> list[str]:
-    raw = record.get("options")
+def _list_or_text(record: dict[str, Any], key: str, where: str, split_text: Callable[[str], Any]) -> Any:
+    """A list field given as a list, as JSON text (``"[...]"``), or as plain text split by ``split_text``;
+    ``None`` when absent or empty."""
+    raw = record.get(key)
     if raw is None or raw == "" or raw == []:
+        return None
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    if not text.startswith("["):
+        return split_text(text)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetFormatError(f"{where}: {key} {text!r} is not JSON: {exc}") from None
+
+
+def _options(record: dict[str, Any], where: str) -> list[str]:
+    raw = _list_or_text(record, "options", where, lambda text: text.split("|"))
+    if raw is None:
         return []
-    if isinstance(raw, str):
-        text = raw.strip()
-        if text.startswith("["):
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(f"{where}: options {text!r} is not a JSON list: {exc}") from None
-        else:
-            raw = text.split("|")
     if not isinstance(raw, list) or not all(isinstance(o, (str, int, float)) and not isinstance(o, bool)
                                             for o in raw):
         raise DatasetFormatError(f"{where}: options must be a list of texts, got {raw!r}")
@@ -161,18 +169,10 @@ def _options(record: dict[str, Any], where: str) -> list[str]:
 
 
 def _boxes(record: dict[str, Any], where: str) -> tuple[BoxTuple, ...]:
-    raw = record.get("boxes")
-    if raw is None or raw == "" or raw == []:
+    raw = _list_or_text(record, "boxes", where,
+                        lambda text: [part.replace(",", " ").split() for part in text.split(";") if part.strip()])
+    if raw is None:
         return ()
-    if isinstance(raw, str):
-        text = raw.strip()
-        if text.startswith("["):
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(f"{where}: boxes {text!r} is not JSON: {exc}") from None
-        else:
-            raw = [part.replace(",", " ").split() for part in text.split(";") if part.strip()]
     if isinstance(raw, list) and len(raw) == 4 and all(isinstance(v, (int, float)) for v in raw):
         raw = [raw]  # a single box
     if not isinstance(raw, list):
