@@ -74,12 +74,18 @@ def test_registered_id_through_gym_make_and_env_var(monkeypatch):
 
 def test_missing_root_says_where_it_looked_and_where_to_get_it(tmp_path, monkeypatch):
     monkeypatch.delenv(DATA_ENV_VAR, raising=False)
-    with pytest.raises(DatasetNotFoundError, match="pass data_root=.*MEDVR_DATA.*osf.io/89kps"):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetNotFoundError,
+                       match=f"tried {tmp_path}/data/vqa_rad, .*/shared/data/vqa_rad. Pass data_root=.*MEDVR_DATA.*osf.io/89kps"):
         VQARADDataset(split="test")
-    monkeypatch.setenv(DATA_ENV_VAR, str(tmp_path))
-    with pytest.raises(DatasetNotFoundError, match=f"tried {tmp_path}/vqa_rad .*MEDVR_DATA"):
+    (tmp_path / "data" / "vqa_rad" / "images").mkdir(parents=True)
+    record = {"qid": 1, "image_name": "a.jpg", "question": "q?", "answer": "yes", "answer_type": "CLOSED"}
+    (tmp_path / "data" / "vqa_rad" / "testset.json").write_text(json.dumps([record]))
+    assert len(VQARADDataset(split="test")) == 1  # ./data/vqa_rad is the default folder
+    monkeypatch.setenv(DATA_ENV_VAR, str(tmp_path / "elsewhere"))
+    with pytest.raises(DatasetNotFoundError, match=f"tried {tmp_path}/elsewhere/vqa_rad .*MEDVR_DATA"):
         gym.make("MedVR-VQA-RAD-v0")
-    (tmp_path / "vqa_rad").mkdir()
+    (tmp_path / "elsewhere" / "vqa_rad").mkdir(parents=True)
     with pytest.raises(DatasetNotFoundError, match="expected testset.json"):
         VQARADDataset(split="test")
 

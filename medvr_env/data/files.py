@@ -10,7 +10,8 @@ here once.
 Where the data is looked for, first match wins:
 
 1. ``data_root=`` given to the env or dataset (the dataset's own folder);
-2. ``$MEDVR_DATA/<default_dirname>`` when the ``MEDVR_DATA`` environment variable is set.
+2. ``$MEDVR_DATA/<default_dirname>`` when the ``MEDVR_DATA`` environment variable is set;
+3. otherwise ``./data/<default_dirname>``, then ``../shared/data/<default_dirname>``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from .images import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, ImageCache, decode_
 from .sample import AnswerType, Sample
 
 DATA_ENV_VAR = "MEDVR_DATA"
+DEFAULT_DATA_FOLDERS = ("data", os.path.join("..", "shared", "data"))
+"""Searched, relative to the working directory, when neither ``data_root`` nor ``$MEDVR_DATA`` is given:
+``./data/<folder>``, then ``../shared/data/<folder>`` (a shared data folder beside the checkout)."""
 ANSWER_TYPES: tuple[AnswerType, ...] = ("closed", "open")
 
 
@@ -46,10 +50,15 @@ def find_data_root(data_root: str | os.PathLike[str] | None, dataset: type[FileD
         root = Path(os.environ[DATA_ENV_VAR]).expanduser() / dataset.default_dirname
         how = f"${DATA_ENV_VAR}/{dataset.default_dirname}"
     else:
+        tried = [Path(folder) / dataset.default_dirname for folder in DEFAULT_DATA_FOLDERS]
+        for candidate in tried:
+            if candidate.is_dir():
+                return candidate
         raise DatasetNotFoundError(
-            f"{dataset.title} needs its files: pass data_root=/path/to/{dataset.default_dirname} "
-            f"(gym.make(..., data_root=...), or `medvr eval --data-root ...`), or set {DATA_ENV_VAR} to the folder "
-            f"that holds {dataset.default_dirname}/. {dataset.title} is published at {dataset.homepage}"
+            f"{dataset.title} not found: tried {', '.join(str(t.resolve()) for t in tried)}. Pass "
+            f"data_root=/path/to/{dataset.default_dirname} (gym.make(..., data_root=...), or `medvr eval "
+            f"--data-root ...`), or set {DATA_ENV_VAR} to the folder that holds {dataset.default_dirname}/. "
+            f"Expected layout: {dataset.layout}. {dataset.title} is published at {dataset.homepage}"
         )
     if not root.is_dir():
         raise DatasetNotFoundError(
