@@ -93,7 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     agent_kwargs=_agent_kwargs(args), progress=not args.no_progress,
                     trajectories=out / "trajectories" / f"{env_id}__{agent.replace(':', '.')}.jsonl",
                 )
-            except (DatasetNotFoundError, DatasetFormatError, ValueError, TypeError) as exc:
+            except (DatasetNotFoundError, DatasetFormatError, FileNotFoundError, ValueError, TypeError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             results.append(result)

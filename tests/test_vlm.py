@@ -321,3 +321,13 @@ def test_medvr_eval_with_a_local_checkpoint_and_agent_kwargs(tiny, tmp_path, cap
     steps = [s for line in lines for s in json.loads(line)["steps"]]
     assert steps and all(len(s["raw"]) <= 200 for s in steps)  # 6 new tokens per turn at most
     assert "| vlm |" in capsys.readouterr().out
+
+
+def test_a_model_path_that_is_not_a_checkpoint_is_a_clear_cli_error(tmp_path, capsys):
+    from agents.cli import main
+
+    for model, message in [(tmp_path / "absent", "neither a checkpoint folder nor a Hub id"),
+                           (tmp_path, "has no config.json")]:
+        code = main(["eval", "--agent", "vlm", "--model", str(model), "--env", "MedVR-VQA-v0", "--limit", "1",
+                     "--no-progress", "--out", str(tmp_path / "out")])
+        assert code == 2 and message in capsys.readouterr().err

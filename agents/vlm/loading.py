@@ -64,6 +64,20 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
         raise ValueError(f"unknown dtype {dtype!r}") from exc
 
 
+def _check_model_source(source: str) -> None:
+    """A clear error for a checkpoint path that is not there, before transformers reads it as a Hub id."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a model checkpoint: it has no config.json "
+                                    "(a folder written by save_pretrained, or a Hub id, is expected)")
+        return
+    looks_like_hub_id = source.count("/") == 1 and not source.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise FileNotFoundError(f"model {source!r} is neither a checkpoint folder nor a Hub id such as "
+                                "'Qwen/Qwen2.5-VL-7B-Instruct'")
+
+
 def load_vlm(
     model: str | os.PathLike,
     *,
@@ -88,6 +102,7 @@ def load_vlm(
     from transformers import AutoModelForImageTextToText
 
     source = str(model)
+    _check_model_source(source)
     if local_files_only is None:
         local_files_only = Path(source).is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
     dev = pick_device(device)
