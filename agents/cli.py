@@ -20,7 +20,7 @@ from medvr_env.data.files import DatasetFormatError, DatasetNotFoundError
 
 from .base import AGENTS, make_agent
 from .evaluate import evaluate, table1_markdown
-from .runner import run_episodes, write_json
+from .runner import run_episodes, write_json, write_text
 
 
 def _parse_kwargs(pairs: Sequence[str], flag: str = "--env-kwarg") -> dict:
@@ -100,7 +100,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     table = table1_markdown(results)
     reports = "\n\n".join(r.report() for r in results)
     write_json(out / "results.json", {"table1": table, "results": [r.to_dict() for r in results]})
-    (out / "table.md").write_text(f"## Accuracy (%), laid out like MedVR Table 1\n\n{table}\n\n{reports}\n")
+    write_text(out / "table.md", f"## Accuracy (%), laid out like MedVR Table 1\n\n{table}\n\n{reports}\n")
     print(f"\n{table}\n\n{reports}")
     print(f"\nresults:      {out / 'results.json'}\ntable:        {out / 'table.md'}\n"
           f"trajectories: {out / 'trajectories'}/")

@@ -11,8 +11,6 @@ The same runs from the command line: ``medvr eval --env ID --split test --agent 
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ from tqdm.auto import tqdm
 from medvr_env import Episode
 
 from .base import Agent, make_agent
-from .runner import json_default, play_episode
+from .runner import TrajectoryWriter, play_episode
 from .metrics import GroupAccuracy, Grounding, ToolStats, accuracy_by, as_dict, grounding, is_correct, tool_stats
 
 # Table 1 of the paper: general-domain multiple-choice benchmarks, then modality-specific free-text ones.
@@ -140,13 +138,11 @@ def evaluate(
     if isinstance(agent, str):
         agent = make_agent(agent, **(agent_kwargs or {}))
     dataset = env.unwrapped.dataset
-
-
     total = len(dataset) if limit is None else min(int(limit), len(dataset))
     if total < 1:
         raise ValueError(f"limit must be >= 1, got {limit!r}")
     finished: list[Episode] = []
-    writer = _StreamingJsonl(trajectories) if trajectories is not None else None
+    writer = TrajectoryWriter(trajectories) if trajectories is not None else None
     bar = tqdm(total=total, desc=f"{agent_name} on {env_id} [{dataset.split}]", unit="q", disable=not progress)
     start = time.perf_counter()
     try:
@@ -164,28 +160,6 @@ def evaluate(
     return summarize_eval(finished, env_id=env_id, dataset=getattr(dataset, "name", type(dataset).__name__),
                           split=dataset.split, agent=agent_name, seconds=time.perf_counter() - start,
                           env_kwargs=env_kwargs)
-
-
-class _StreamingJsonl:
-    """Append JSON lines to ``<path>.partial`` as episodes finish; rename to ``path`` when complete.
-
-    An interrupted evaluation keeps every finished episode in the ``.partial`` file.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        self._fh = open(self.partial, "w", encoding="utf-8")
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, default=json_default) + "\n")
-        self._fh.flush()
-
-    def close(self, complete: bool) -> None:
-        self._fh.close()
-        if complete:
-            os.replace(self.partial, self.path)
 
 
 def _pct(value: float | None) -> str:

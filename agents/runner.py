@@ -93,48 +93,69 @@ def run_episodes(
     base = env.unwrapped
     bar = tqdm(total=episodes, desc=f"{agent.name} on {env.spec.id if env.spec else type(base).__name__}",
                disable=not progress, unit="ep")
+    writer = TrajectoryWriter(trajectories) if trajectories is not None else None
     correct = 0
-    for i in range(episodes):
-        episode = play_episode(env, agent, seed=seed if i == 0 else None)
-        finished.append(episode)
-        correct += bool(episode.grade and episode.grade["correct"])
-        bar.update(1)
-        bar.set_postfix(acc=f"{correct / (i + 1):.3f}")
-    bar.close()
-    if trajectories is not None:
-        write_jsonl(trajectories, (e.to_dict() for e in finished))
+    try:
+        for i in range(episodes):
+            episode = play_episode(env, agent, seed=seed if i == 0 else None)
+            finished.append(episode)
+            if writer is not None:
+                writer.write(episode.to_dict())
+            correct += is_correct(episode)
+            bar.update(1)
+            bar.set_postfix(acc=f"{correct / (i + 1):.3f}")
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close(complete=len(finished) == episodes)
     return summarize(finished), finished
 
 
-def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
-    """Write records as JSON lines atomically (a temp file in the same folder, then rename)."""
+class TrajectoryWriter:
+    """Append episode records as JSON lines to ``<path>.partial`` as they finish; rename to ``path`` when complete.
+
+    An interrupted run keeps every finished episode in the ``.partial`` file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self._fh = open(self.partial, "w", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, default=json_default) + "\n")
+        self._fh.flush()
+
+    def close(self, complete: bool) -> None:
+        self._fh.close()
+        if complete:
+            os.replace(self.partial, self.path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (a temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            for record in records:
-                fh.write(json.dumps(record, default=json_default) + "\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+    """Write records as JSON lines atomically; a failure leaves any earlier file as it was."""
+    return write_text(path, "".join(json.dumps(r, default=json_default) + "\n" for r in records))
 
 
 def write_json(path: str | Path, record: dict[str, Any]) -> Path:
     """Write one JSON document atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=2, default=json_default)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, json.dumps(record, indent=2, default=json_default))
 
 
 def _publish(tmp: str, path: Path) -> None:
@@ -153,4 +174,5 @@ def json_default(obj: Any) -> Any:
     return repr(obj)
 
 
-__all__ = ["RunSummary", "play_episode", "run_episodes", "summarize", "write_json", "write_jsonl"]
+__all__ = ["RunSummary", "play_episode", "run_episodes", "summarize", "TrajectoryWriter", "write_json", "write_jsonl",
+           "write_text"]
