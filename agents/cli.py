@@ -126,6 +126,17 @@ def cmd_tools(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_shared_options(cmd: argparse.ArgumentParser) -> None:
+    """Options ``run`` and ``eval`` share: the agent's weights and options, data, seed, env kwargs, progress."""
+    cmd.add_argument("--model", default=None, help="model path or hub id, for agents that load weights (--agent vlm)")
+    cmd.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                     help="agent options, e.g. max_new_tokens=256 temperature=0.7 max_images=6 (vlm)")
+    cmd.add_argument("--data-root", default=None, help="dataset folder for real-data ids (else $MEDVR_DATA/<dataset>)")
+    cmd.add_argument("--seed", type=int, default=0, help="seed of the first reset (default: 0)")
+    cmd.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="extra env kwargs")
+    cmd.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medvr", description="MedVR: medical visual reasoning environments and agents.")
     parser.add_argument("--version", action="version", version=f"medvr {medvr_env.__version__}")
@@ -135,31 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--env", default="MedVR-VQA-v0", help="registered env id (default: MedVR-VQA-v0)")
     run.add_argument("--agent", default="scripted", help=f"one of {', '.join(sorted(AGENTS))} or package.module:Class")
     run.add_argument("--episodes", type=int, default=100, help="number of episodes (default: 100)")
-    run.add_argument("--model", default=None, help="model path or hub id, for agents that load weights (--agent vlm)")
-    run.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
-                     help="agent options, e.g. max_new_tokens=256 temperature=0.7 max_images=6 (vlm)")
     run.add_argument("--split", default=None, help="dataset split, e.g. train or test")
-    run.add_argument("--data-root", default=None, help="dataset folder for real-data ids (else $MEDVR_DATA/<dataset>)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the first reset (default: 0)")
     run.add_argument("--out", default="runs", help="folder for trajectories and summary (default: runs/)")
-    run.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="extra env kwargs")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_shared_options(run)
     run.set_defaults(func=cmd_run)
 
     ev = sub.add_parser("eval", help="evaluate agents on dataset splits; accuracy by answer/question type, tools, grounding")
     ev.add_argument("--env", action="append", required=True, help="registered env id; repeat for several benchmarks")
     ev.add_argument("--agent", action="append", default=None,
                     help=f"one of {', '.join(sorted(AGENTS))} or package.module:Class; repeat to compare (default: scripted)")
-    ev.add_argument("--model", default=None, help="model path or hub id, for agents that load weights (--agent vlm)")
-    ev.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
-                     help="agent options, e.g. max_new_tokens=256 temperature=0.7 max_images=6 (vlm)")
     ev.add_argument("--split", default="test", help="dataset split (default: test)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
-    ev.add_argument("--data-root", default=None, help="dataset folder (else $MEDVR_DATA/<dataset>)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the first reset (default: 0)")
     ev.add_argument("--out", default="runs", help="folder for results.json, table.md, trajectories (default: runs/)")
-    ev.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="extra env kwargs")
-    ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_shared_options(ev)
     ev.set_defaults(func=cmd_eval)
 
     # Parsed by agents.uncertainty.train itself (see main); listed here so that `medvr --help` shows it.
