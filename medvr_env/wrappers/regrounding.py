@@ -8,6 +8,8 @@ from typing import Any, Sequence
 import gymnasium as gym
 from gymnasium.utils import RecordConstructorArgs
 
+from ..branching import branch_probability, check_branch_params
+
 LOOK_TOOLS: tuple[str, ...] = ("zoom", "crop", "relook")
 
 
@@ -82,11 +84,10 @@ class EntropyRegrounding(gym.Wrapper, RecordConstructorArgs):
             gate_on_correct=gate_on_correct, look_tools=list(look_tools),
         )
         gym.Wrapper.__init__(self, env)
-        for name, value in (("p_base", p_base), ("gamma", gamma), ("bonus", bonus), ("threshold", threshold)):
+        check_branch_params(p_base, gamma)
+        for name, value in (("bonus", bonus), ("threshold", threshold)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if not 0.0 <= p_base <= 1.0:
-            raise ValueError(f"p_base is a probability in [0, 1], got {p_base!r}")
         if isinstance(look_tools, str) or not look_tools:
             raise ValueError(f"look_tools must be a non-empty list of tool names, got {look_tools!r}")
         self.p_base, self.gamma = float(p_base), float(gamma)
@@ -97,8 +98,8 @@ class EntropyRegrounding(gym.Wrapper, RecordConstructorArgs):
         self._best_p = 0.0
 
     def strength(self, dh: float) -> float:
-        """``P = clip(P_base + γ·ΔH, 0, 1)``."""
-        return min(max(self.p_base + self.gamma * dh, 0.0), 1.0)
+        """``P = clip(P_base + γ·ΔH, 0, 1)``: EVR's branch rule (:func:`medvr_env.branching.branch_probability`)."""
+        return branch_probability(dh, 0.0, self.p_base, self.gamma)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._h_base, self._best_p = None, 0.0
