@@ -10,20 +10,28 @@ synthetic findings:
 =================  ============================================================
 kind               look
 =================  ============================================================
-``nodule``         round or slightly oval soft-edged blob, brighter (+50..75)
-``lesion``         irregular blob (a core and 2-4 merged Gaussian lobes), brighter or darker (45..68)
-``calcification``  compact, sharp, very bright dot (+75..105); sometimes a cluster of 3-5 specks
-``micro-bleed``    compact dark dot (-55..80)
+``nodule``         round or slightly oval soft-edged blob, brighter
+``lesion``         irregular blob (a core and 2-4 merged Gaussian lobes), brighter or darker
+``calcification``  compact dot with a sharp edge, brighter; sometimes a cluster of 3-5 specks
+``micro-bleed``    compact round dot, darker
 =================  ============================================================
 
-Contrasts are peak grey levels against the local background. Findings are placed on
-tissue (not on air or saturated areas; the contrast is reduced only when no spot has
-room), at least 5% from the border and apart from each other. Their size is chosen so
-that they are hard to see in a 224 px view of the whole image and clear after a 3-4x
-zoom: at ``image_size=1024`` a finding's box is 9.6-13.2 px across (<= 2.9 px at 224,
->= 8.4 px when a 256 px crop is shown at 224). The one exception is the larger finding
-of a ``comparison`` question, 1.6-1.8x the smaller one (up to ~19 px, ~4.2 px at 224).
-All sizes scale with ``image_size``.
+Every kind draws its peak contrast against the local background from one range (55-85
+grey levels; the placer lowers it, not below 35, only where no spot has room), and every
+single finding draws its size from one range, so findings of the same polarity are the
+same faint dot in a 224 px view of the whole image: what kind a finding is shows only
+after a zoom (shape: lesion outline, cluster specks; edge sharpness: calcification vs
+nodule). Findings are placed on tissue (not on air or saturated areas), at least 5% from
+the border and apart from each other. At ``image_size=1024`` a finding's box is 9.6-12.4 px
+across (<= 2.8 px at 224, >= 8.4 px when a 256 px crop is shown at 224; clusters up to
+13.2 px). The larger finding of a ``comparison`` question is 1.25-1.4x the smaller one (up
+to ~14.8 px; the two differ by under 1 px at 224). All sizes scale with ``image_size``.
+
+Every sample, a ``presence`` question answered "no" included, has at least one look-alike
+distractor: a finding of another kind with the asked kind's polarity (nodule,
+calcification and bright lesion look alike; so do micro-bleed and dark lesion), plus 0-1
+random other findings (none in ``count`` questions). So neither "is there a bright dot"
+nor "how many dark dots" answers a question: the asked kind has to be told apart.
 
 Question types (``question_types=``), their answers and answer types:
 
@@ -43,8 +51,8 @@ type             question                                                      a
 "left", "right", "upper" and "lower" always mean the sides of the image as displayed,
 not the patient's sides (images are flipped at random, so anatomical sides carry no
 meaning here). ``location`` / ``side`` questions have exactly one finding of the asked
-kind, fully inside its quadrant / half and clear of the midlines; other kinds may
-appear as distractors. ``comparison`` is asked about nodules and lesions only.
+kind, fully inside its quadrant / half and clear of the midlines; other kinds
+appear as distractors (anywhere). ``comparison`` is asked about nodules and lesions only.
 Calcification clusters appear only in ``presence`` questions and as distractors, so
 every counted or located calcification is a single dot.
 
@@ -112,26 +120,26 @@ ANSWER_TYPES: dict[str, str] = {
     "count_mc": "closed",
 }
 MAX_FINDINGS = 4
-GENERATOR = "medvr-procedural-v1"
+GENERATOR = "medvr-procedural-v2"
 
 _MIN_IMAGE_SIZE = 128
 _REF = 1024.0  # sizes below are in pixels at image_size 1024 and scale with image_size
-_SIZE = {  # box side (longer side of the box), px at 1024
-    "nodule": (9.8, 13.2),
-    "lesion": (10.2, 13.2),
-    "calcification": (9.6, 11.0),
+_SIZE_SCALE = 1.0  # every finding size below is multiplied by this (the look-value study's V2 used 0.6)
+_SIZE = {  # box side (longer side of the box), px at 1024: one range for every single finding
+    "single": (9.6, 12.4),
     "cluster": (10.4, 13.2),
-    "micro-bleed": (9.6, 11.4),
 }
 _COMPARE_SMALL = (9.6, 10.6)
-_COMPARE_RATIO = (1.6, 1.8)
-_CONTRAST = {  # peak grey levels against the local background (sign = polarity)
-    "nodule": (50.0, 75.0),
-    "lesion": (45.0, 68.0),
-    "calcification": (75.0, 105.0),
-    "micro-bleed": (55.0, 80.0),
+_COMPARE_RATIO = (1.25, 1.4)
+_CONTRAST = (55.0, 85.0)  # |peak grey levels| against the local background, every kind (sign = polarity)
+_MIN_CONTRAST = 35.0  # the floor when the placer finds no spot with room for the drawn contrast
+_LOOK_ALIKES = {  # kinds that look like the asked kind at the first view (same polarity, same size and contrast)
+    ("nodule", 1): (("calcification", 1), ("lesion", 1)),
+    ("calcification", 1): (("nodule", 1), ("lesion", 1)),
+    ("lesion", 1): (("nodule", 1), ("calcification", 1)),
+    ("micro-bleed", -1): (("lesion", -1),),
+    ("lesion", -1): (("micro-bleed", -1),),
 }
-_MIN_CONTRAST = {"nodule": 35.0, "lesion": 35.0, "calcification": 55.0, "micro-bleed": 35.0}
 _LESION_FILL = (0.15, 0.5)  # smoothstep edges that turn a lesion's summed Gaussians into a filled blob
 _CLUSTER_P = 0.35
 _MARGIN = 0.05  # of the image side, between any box and the border
@@ -430,21 +438,30 @@ def _make_plan(split: str, seed: int, index: int, question_type: str, image_size
             quadrant: int | None = None, half_side: int | None = None) -> int:
         shape = _shape(rng, kind, cluster)
         if size_px is None:
-            size_px = float(rng.uniform(*_SIZE["cluster" if cluster else kind]))
-        size = size_px / _REF
+            size_px = float(rng.uniform(*_SIZE["cluster" if cluster else "single"]))
+        size = size_px * _SIZE_SCALE / _REF
         half = size / 2.0 * max(shape.half_extent)
         if sign is None:
             sign = (1 if rng.random() < 0.5 else -1) if kind == "lesion" else (-1 if kind == "micro-bleed" else 1)
-        contrast = float(rng.uniform(*_CONTRAST[kind]))
-        u, v, contrast = placer.place(half, _region(half, quadrant, half_side), sign, contrast, _MIN_CONTRAST[kind])
+        contrast = float(rng.uniform(*_CONTRAST))
+        u, v, contrast = placer.place(half, _region(half, quadrant, half_side), sign, contrast, _MIN_CONTRAST)
         findings.append(_Finding(kind, u, v, size, sign * contrast, shape, int(rng.integers(2**31))))
         return len(findings) - 1
 
-    def add_distractors(target: str, count: int, clusters: bool = True) -> None:
-        others = [k for k in KINDS if k != target]
-        for _ in range(count):
-            kind = others[int(rng.integers(len(others)))]
-            add(kind, cluster=clusters and kind == "calcification" and bool(rng.random() < _CLUSTER_P))
+    def add_distractors(target: str, target_sign: int, others: int) -> None:
+        """One look-alike of the target's polarity (what the first view cannot tell apart), then ``others``
+        random kinds; calcification distractors are sometimes clusters."""
+        options = _LOOK_ALIKES[(target, target_sign)]
+        kind, sign = options[int(rng.integers(len(options)))]
+        add(kind, sign=sign)
+        rest = [k for k in KINDS if k != target]
+        for _ in range(others):
+            kind = rest[int(rng.integers(len(rest)))]
+            add(kind, cluster=kind == "calcification" and bool(rng.random() < _CLUSTER_P))
+
+    def sign_of(kind: str) -> int:
+        """The polarity a target of ``kind`` is drawn with (lesions: either)."""
+        return (1 if rng.random() < 0.5 else -1) if kind == "lesion" else (-1 if kind == "micro-bleed" else 1)
 
     base = question_type.removesuffix("_mc")
     options: tuple[str, ...] = ()
@@ -454,32 +471,34 @@ def _make_plan(split: str, seed: int, index: int, question_type: str, image_size
     else:
         target = KINDS[int(rng.integers(len(KINDS)))]
     plural = target + "s"
+    sign = sign_of(target)
 
     if base == "presence":
         present = bool(rng.random() < 0.5)
         n_target = (1 if rng.random() < 0.7 else 2) if present else 0
         cluster_ok = target == "calcification"
-        relevant = [add(target, cluster=cluster_ok and bool(rng.random() < _CLUSTER_P)) for _ in range(n_target)]
-        add_distractors(target, int(rng.integers(0, 3 if present else 4)))
+        relevant = [add(target, sign=sign, cluster=cluster_ok and bool(rng.random() < _CLUSTER_P))
+                    for _ in range(n_target)]
+        add_distractors(target, sign, int(rng.integers(0, 2)))
         question, answer = f"Is there a {target} in this image?", ("yes" if present else "no")
     elif base == "location":
         quadrant = int(rng.integers(4))
-        relevant = [add(target, quadrant=quadrant)]
-        add_distractors(target, int(rng.integers(0, 3)))
+        relevant = [add(target, sign=sign, quadrant=quadrant)]
+        add_distractors(target, sign, int(rng.integers(0, 2)))
         question, answer = f"In which quadrant of the image is the {target}?", QUADRANTS[quadrant]
         if question_type == "location_mc":
             options = tuple(QUADRANTS[i] for i in rng.permutation(len(QUADRANTS)))
         extra["quadrant"] = answer
     elif base == "side":
         half_side = int(rng.integers(2))
-        relevant = [add(target, half_side=half_side)]
-        add_distractors(target, int(rng.integers(0, 3)))
+        relevant = [add(target, sign=sign, half_side=half_side)]
+        add_distractors(target, sign, int(rng.integers(0, 2)))
         question, answer = f"Is the {target} on the left or right side of the image?", SIDES[half_side]
         extra["side"] = answer
     elif base == "count":
         n_target = int(rng.integers(0, MAX_FINDINGS + 1))
-        relevant = [add(target) for _ in range(n_target)]
-        add_distractors(target, int(rng.integers(0, min(2, MAX_FINDINGS - n_target) + 1)))
+        relevant = [add(target, sign=sign) for _ in range(n_target)]
+        add_distractors(target, sign, 0)
         question, answer = f"How many {plural} are there?", str(n_target)
         if question_type == "count_mc":
             others = [c for c in range(MAX_FINDINGS + 1) if c != n_target]
@@ -489,9 +508,8 @@ def _make_plan(split: str, seed: int, index: int, question_type: str, image_size
         larger = int(rng.integers(2))
         small = float(rng.uniform(*_COMPARE_SMALL))
         big = small * float(rng.uniform(*_COMPARE_RATIO))
-        sign = (1 if rng.random() < 0.5 else -1) if target == "lesion" else 1
         relevant = [add(target, size_px=(big if larger == s else small), sign=sign, half_side=s) for s in (0, 1)]
-        add_distractors(target, int(rng.integers(0, 3)))
+        add_distractors(target, sign, int(rng.integers(0, 2)))
         question = f"Which {target} is larger, the one on the left or the one on the right?"
         answer = SIDES[larger]
         extra["larger"] = answer
