@@ -613,6 +613,54 @@ def test_custom_duplicate_ids_ambiguous_manifests_and_escaping_paths(tmp_path):
         CustomVQADataset("test", data_root=root)
 
 
+def test_custom_manifest_that_is_not_utf8_names_file_line_and_column(tmp_path):
+    root = tmp_path / "mine"
+    L.save(L.drawn_image(32, 32, 0), root / "a.png")
+    good = json.dumps({"image": "a.png", "question": "fine", "answer": "yes"}).encode()
+    bad = '{"image": "a.png", "question": "Größe?", "answer": "yes"}'.encode("latin-1")
+    (root / "train.jsonl").write_bytes(good + b"\n" + bad + b"\n")
+    with pytest.raises(DatasetFormatError, match=r"train\.jsonl line 2, column 35: byte b'\\xf6' is not UTF-8"):
+        CustomVQADataset("train", data_root=root)
+    (root / "train.jsonl").unlink()
+    (root / "train.csv").write_bytes(b"image,question,answer\n" + "a.png,Größe?,yes\n".encode("cp1252"))
+    with pytest.raises(DatasetFormatError, match=r"train\.csv line 2, column 9: .*not UTF-8"):
+        CustomVQADataset("train", data_root=root)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes need a POSIX system")
+def test_named_pipe_in_place_of_an_image_or_manifest_is_an_error_not_a_hang(tmp_path):
+    import os
+
+    from medvr_env.data.images import ImageDecodeError
+    from medvr_env.data.slake import mask_label_boxes
+
+    import signal
+
+    def hung(*_):
+        raise TimeoutError("reading a named pipe blocked: only regular files may be read")
+
+    signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)  # a regression would otherwise hang CI
+    root = tmp_path / "mine"
+    (root / "images").mkdir(parents=True)
+    os.mkfifo(root / "images" / "x.png")  # nobody ever writes to it: reading it blocking would wait forever
+    L.write_jsonl(root / "train.jsonl", [{"image": "images/x.png", "question": "q", "answer": "yes"}])
+    env = gym.make("MedVR-VQA-Custom-v0", data_root=str(root), split="train")
+    with pytest.raises(ImageDecodeError, match=r"x\.png is a named pipe, not a regular file"):
+        env.reset(seed=0)
+    with pytest.raises(ImageDecodeError, match="is a folder"):
+        decode_image(root / "images")
+    os.mkfifo(root / "mask.png")
+    with pytest.raises(DatasetFormatError, match="named pipe"):
+        mask_label_boxes(root / "mask.png")
+    from medvr_env.data.files import read_json
+
+    os.mkfifo(root / "manifest.json")
+    with pytest.raises(DatasetFormatError, match="named pipe"):
+        read_json(root / "manifest.json")
+    signal.alarm(0)
+
+
 # ----------------------------------------------------------------------------------------------- envs
 
 

@@ -55,7 +55,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, closed_or_open, read_jsonl
+from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, closed_or_open, read_jsonl_numbered
 from .images import UnsafePathError
 from .pmc_vqa import read_csv
 from .records import check_box, letter_index, text_field
@@ -103,7 +103,7 @@ class CustomVQADataset(FileDataset):
             numbered = [(number, {k: v for k, v in row.items() if k and v not in (None, "")})
                         for number, row in enumerate(rows, 2)]  # line 1 is the header
         else:
-            numbered = _jsonl_with_lines(path)
+            numbered = read_jsonl_numbered(path)
         seen: set[str] = set()
         for line, record in numbered:
             where = f"{path.name} line {line}"
@@ -128,12 +128,6 @@ class CustomVQADataset(FileDataset):
                 raise DatasetFormatError(f"{where}: duplicate id {sample.meta['id']!r}")
             seen.add(sample.sample_id)
             yield sample
-
-
-def _jsonl_with_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    records = read_jsonl(path)  # validates every line, naming it
-    lines = [n for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if text.strip()]
-    return list(zip(lines, records))
 
 
 def _list_or_text(record: dict[str, Any], key: str, where: str, split_text: Callable[[str], Any]) -> Any:

@@ -23,7 +23,8 @@ from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
-from .images import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, ImageCache, decode_image, resolve_inside
+from .images import (DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, ImageCache, decode_image, read_regular_file,
+                     resolve_inside)
 from .sample import AnswerType, Sample
 
 DATA_ENV_VAR = "MEDVR_DATA"
@@ -68,30 +69,57 @@ def find_data_root(data_root: str | os.PathLike[str] | None, dataset: type[FileD
     return root
 
 
+def read_manifest_text(path: Path) -> str:
+    """The text of a UTF-8 manifest (a BOM is dropped); errors name the file, and for bad UTF-8 the line and column.
+
+    Only regular files are read, so a named pipe in place of a manifest is an error, not a hang.
+    """
+    try:
+        data = read_regular_file(path)
+    except FileNotFoundError:
+        raise DatasetNotFoundError(f"manifest not found: {path}") from None
+    except OSError as exc:
+        raise DatasetFormatError(f"cannot read manifest {path}: {exc}") from exc
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = bom + exc.start
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise DatasetFormatError(
+            f"{path} line {line}, column {column}: byte {data[start:start + 1]!r} is not UTF-8 ({exc.reason}). "
+            "Manifests must be UTF-8: re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
+        ) from None
+
+
 def read_json(path: Path) -> Any:
     """Parse a JSON manifest; errors name the file and the position."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return json.loads(read_manifest_text(path))
     except json.JSONDecodeError as exc:
         raise DatasetFormatError(f"{path} is not valid JSON: {exc}") from exc
 
 
+def read_jsonl_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of a JSON-lines manifest (blank lines skipped); errors name the file and line."""
+    records = []
+    for number, line in enumerate(read_manifest_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetFormatError(f"{path} line {number} is not valid JSON: {exc}") from exc
+        if not isinstance(record, dict):
+            raise DatasetFormatError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
+        records.append((number, record))
+    return records
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Parse a JSON-lines manifest (blank lines skipped); errors name the file and line."""
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(f"{path} line {number} is not valid JSON: {exc}") from exc
-            if not isinstance(record, dict):
-                raise DatasetFormatError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
-            records.append(record)
-    return records
+    return [record for _, record in read_jsonl_numbered(path)]
 
 
 def require_field(record: dict[str, Any], key: str, where: str) -> Any:

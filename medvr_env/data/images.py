@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import threading
 import warnings
 from collections import OrderedDict
@@ -62,6 +63,43 @@ def resolve_inside(root: str | os.PathLike[str], relative: str) -> Path:
     return full
 
 
+def read_regular_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of ``path``, which must be a regular file (after symlinks).
+
+    The file is opened non-blocking and checked with ``fstat`` before reading, so a named
+    pipe, socket or device under a dataset folder is refused at once instead of hanging
+    ``reset()`` (checking the path first and then opening it would leave a window for a swap).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        IsADirectoryError: ``path`` is a folder.
+        OSError: ``path`` is not a regular file (the message says what it is), or cannot be read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(f"{path} is a folder, not a file")
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{path} is a {_file_kind(mode)}, not a regular file; only regular files are read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1
+            return fh.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
 def is_dicom(head: bytes, name: str = "") -> bool:
     """A DICOM Part 10 file (``DICM`` after the 128-byte preamble) or a ``.dcm`` name."""
     return head[DICOM_PREAMBLE:DICOM_PREAMBLE + 4] == b"DICM" or name.lower().endswith((".dcm", ".dicom"))
@@ -88,7 +126,7 @@ def decode_image(source: str | os.PathLike[str] | bytes, *, name: str | None = N
     else:
         label = name or str(source)
         try:
-            data = Path(source).read_bytes()
+            data = read_regular_file(source)
         except FileNotFoundError:
             raise ImageDecodeError(f"image file not found: {label}") from None
         except OSError as exc:

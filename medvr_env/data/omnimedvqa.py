@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, read_json, read_jsonl
+from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, read_json, read_jsonl, read_manifest_text
 from .records import one_of, text_field
 from .sample import Sample
 
@@ -39,9 +39,7 @@ OPTION_KEYS = ("option_A", "option_B", "option_C", "option_D")
 
 def read_json_or_jsonl(path: Path) -> list[Any]:
     """A JSON list, or JSON lines; errors name the file."""
-    with open(path, encoding="utf-8") as fh:
-        head = fh.read(4096).lstrip()
-    if head.startswith("["):
+    if read_manifest_text(path).lstrip().startswith("["):
         data = read_json(path)
         if not isinstance(data, list):
             raise DatasetFormatError(f"{path}: expected a JSON list of records, got {type(data).__name__}")

@@ -46,7 +46,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, closed_or_open
-from .images import ImageDecodeError, decode_image
+from .images import ImageDecodeError, decode_image, read_regular_file
 from .records import text_field
 from .sample import Sample
 
@@ -204,8 +204,7 @@ class PathVQADataset(FileDataset):
 
     def _read_pickle(self, split: str, path: Path, folder: str) -> Iterable[Sample]:
         try:
-            with open(path, "rb") as fh:
-                records = pickle.load(fh)  # noqa: S301 - only with trust_pickle=True, see read_split
+            records = pickle.loads(read_regular_file(path))  # noqa: S301 - only with trust_pickle=True, see read_split
         except Exception as exc:
             raise DatasetFormatError(f"cannot unpickle {path}: {type(exc).__name__}: {exc}") from exc
         if not isinstance(records, list):

@@ -27,10 +27,11 @@ version's candidates that holds the first row's figure (``image_dir=`` overrides
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any, Iterable
 
-from .files import DatasetFormatError, DatasetNotFoundError, FileDataset
+from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, read_manifest_text
 from .images import resolve_inside
 from .records import LETTERS, letter_index, strip_letter_prefix, text_field
 from .sample import Sample
@@ -45,12 +46,12 @@ IMAGE_DIRS = {1: ["images"], 2: ["images_2", "figures", "images2", "images"]}
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """Header and rows of a CSV manifest (UTF-8, with or without BOM); errors name the file."""
+    text = read_manifest_text(path)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-    except (csv.Error, UnicodeDecodeError) as exc:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+    except csv.Error as exc:
         raise DatasetFormatError(f"{path} is not a readable UTF-8 CSV file: {exc}") from exc
     return header, [{(k or "").strip(): v for k, v in row.items()} for row in rows]
 

@@ -35,6 +35,7 @@ the env never shows them to the policy.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -43,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from .files import DatasetFormatError, DatasetNotFoundError, FileDataset, read_json, require_field
-from .images import DEFAULT_MAX_PIXELS, UnsafePathError
+from .images import DEFAULT_MAX_PIXELS, UnsafePathError, read_regular_file
 from .records import one_of, text_field, xywh_to_box
 from .sample import BoxTuple, Sample
 
@@ -180,7 +181,7 @@ def mask_label_boxes(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[t
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(read_regular_file(path))) as im:
                 if im.width * im.height > max_pixels:
                     raise DatasetFormatError(f"mask {path} is {im.width}x{im.height}, over {max_pixels:,} pixels")
                 if im.mode in ("RGB", "RGBA", "P", "PA", "LA", "CMYK", "YCbCr"):
