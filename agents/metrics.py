@@ -15,10 +15,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from medvr_env import Episode
+from medvr_env import Episode, StepRecord
+from medvr_env.episode import Look
 
 Rect = tuple[float, float, float, float]
 VIEW_TOOLS = frozenset({"zoom", "crop"})
+"""Deprecated: zooms and footprints are read from step records (``Episode.looks()``), not from tool names."""
+
+
+def _zoomed(step: StepRecord | dict[str, Any]) -> bool:
+    """Whether a step zoomed in: it made a view of a region it chose (a :class:`~medvr_env.episode.Look` with a box)."""
+    look = Look.from_step(step)
+    return look is not None and look.box is not None
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,11 @@ def _union_areas(a: list[Rect], b: list[Rect]) -> tuple[float, float, float]:
 
 
 def footprint(episode: Episode) -> list[Rect]:
-    """The regions an episode zoomed or cropped into, in original-image pixels."""
-    return [tuple(v.box.as_list()) for v in episode.views[1:] if v.tool in VIEW_TOOLS]  # type: ignore[misc]
+    """The regions an episode zoomed or cropped into, in original-image pixels (its steps' applied boxes).
+
+    Read from the step records (:attr:`medvr_env.Episode.footprint`), never from tool names.
+    """
+    return [tuple(box.as_list()) for box in episode.footprint]  # type: ignore[misc]
 
 
 def grounding_iou(episode: Episode) -> float | None:
@@ -98,7 +109,7 @@ class ToolStats:
 
 def tool_stats(episodes: Sequence[Episode]) -> ToolStats:
     n = len(episodes)
-    zooms = [sum(1 for s in e.steps if s.tool in VIEW_TOOLS) for e in episodes]
+    zooms = [sum(1 for s in e.steps if _zoomed(s)) for e in episodes]
     steps = sum(e.num_steps for e in episodes)
     return ToolStats(
         zoom_rate=sum(1 for z in zooms if z) / n,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -87,6 +87,51 @@ class StepRecord:
         d = asdict(self)
         d["token_entropies"] = list(self.token_entropies) if self.token_entropies is not None else None
         return d
+
+
+@dataclass(frozen=True)
+class Look:
+    """A step that made a new view, read from what the step recorded (never from the tool's name).
+
+    A look is any step whose record has ``new_view`` set. Its ``box`` is the step's
+    ``applied_box``: the region of the original image (original pixels) the agent chose,
+    which only region tools (``zoom``, ``crop``, or any tool returning an ``applied_box``)
+    record. A look without a box showed something already chosen again: ``relook`` of
+    the original or of an earlier view, or a re-rendering such as a window/level tool.
+
+    *The footprint* of an episode is the boxes of its looks (``Episode.footprint``): where
+    the agent zoomed in. ``relook`` is a look (it counts as looking again, e.g. for
+    entropy-guided regrounding) but adds nothing to the footprint: re-showing the whole
+    image or an earlier view picks no new region, and counting it would let every
+    ``relook`` of the original cover the full image in CCA's consensus.
+
+    Attributes:
+        step: ``StepRecord.step`` of the look (1-based; its position in ``Episode.steps`` is ``step - 1``).
+        view: Index of the view it created.
+        box: The applied box in original pixels, or ``None`` when the look chose no new region.
+        tool: The tool's name, for display only; nothing may branch on it.
+    """
+
+    step: int
+    view: int
+    box: Box | None
+    tool: str | None = None
+
+    @classmethod
+    def from_step(cls, step: StepRecord | dict[str, Any]) -> Look | None:
+        """The look a step made (a :class:`StepRecord` or its ``to_dict()``), or ``None`` if it made no view."""
+        if isinstance(step, StepRecord):
+            number, view, box, tool = step.step, step.new_view, step.applied_box, step.tool
+        else:
+            number, view, box, tool = step.get("step"), step.get("new_view"), step.get("applied_box"), step.get("tool")
+        if view is None:
+            return None
+        return cls(int(number), int(view), Box(*map(int, box)) if box is not None else None, tool)
+
+
+def looks_in_steps(steps: Sequence[StepRecord | dict[str, Any]]) -> list[Look]:
+    """Every look in ``steps`` (records or their ``to_dict()``s), in order; one reading for episodes and logs."""
+    return [look for look in map(Look.from_step, steps) if look is not None]
 
 
 @dataclass
@@ -166,10 +211,19 @@ class Episode:
             n += 1
         return n
 
+    def looks(self) -> list[Look]:
+        """Every step that made a new view, with the box it applied (see :class:`Look`)."""
+        return looks_in_steps(self.steps)
+
+    @property
+    def footprint(self) -> list[Box]:
+        """Where the agent zoomed in: the applied boxes of its looks, in original pixels (see :class:`Look`)."""
+        return [look.box for look in self.looks() if look.box is not None]
+
     @property
     def zoom_boxes(self) -> list[Box]:
-        """Boxes of every view made by a tool (not re-looks of the original), in original pixels."""
-        return [v.box for v in self.views[1:] if v.tool not in ("relook",)]
+        """Deprecated name of :attr:`footprint` (kept for old callers)."""
+        return self.footprint
 
     @property
     def answer(self) -> str | None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import gymnasium as gym
 from gymnasium.utils import RecordConstructorArgs
 
 from ..branching import branch_probability, check_branch_params
+from ..episode import Look
 
 LOOK_TOOLS: tuple[str, ...] = ("zoom", "crop", "relook")
+"""Deprecated: a look is now read from the step record (a step that made a new view), not from tool names."""
 
 
 class EntropyRegrounding(gym.Wrapper, RecordConstructorArgs):
@@ -35,7 +38,9 @@ class EntropyRegrounding(gym.Wrapper, RecordConstructorArgs):
     H_tool: rolling entropy of   ``info["entropy"]`` of the current step: the
     the zoom-coordinate tokens   uncertainty the agent acted under
     ΔH = H_tool − H_base         the same
-    fork with probability P      a look action (``zoom`` / ``crop`` / ``relook``)
+    fork with probability P      a look (a step that made a new view: ``zoom``,
+                                 ``crop``, ``relook`` or any tool that adds a view;
+                                 :class:`~medvr_env.episode.Look`)
                                  taken while ΔH > ``threshold`` earns the strength
                                  P = clip(P_base + γ·ΔH, 0, 1) (the expectation of
                                  the fork, not a coin flip)
@@ -65,8 +70,9 @@ class EntropyRegrounding(gym.Wrapper, RecordConstructorArgs):
     ## Arguments
 
     ``p_base`` (0.5), ``gamma`` (0.5), ``bonus`` (0.5, the scale of the term),
-    ``threshold`` (0.0; ΔH must exceed it), ``gate_on_correct`` (True),
-    ``look_tools`` (zoom, crop, relook).
+    ``threshold`` (0.0; ΔH must exceed it), ``gate_on_correct`` (True).
+    ``look_tools`` is deprecated (a ``DeprecationWarning``): looks are read from the step
+    records; when given, a look must also come from one of these tool names.
     """
 
     def __init__(
@@ -77,23 +83,26 @@ class EntropyRegrounding(gym.Wrapper, RecordConstructorArgs):
         bonus: float = 0.5,
         threshold: float = 0.0,
         gate_on_correct: bool = True,
-        look_tools: Sequence[str] = LOOK_TOOLS,
+        look_tools: Sequence[str] | None = None,
     ) -> None:
         RecordConstructorArgs.__init__(
             self, p_base=p_base, gamma=gamma, bonus=bonus, threshold=threshold,
-            gate_on_correct=gate_on_correct, look_tools=list(look_tools),
+            gate_on_correct=gate_on_correct, look_tools=list(look_tools) if look_tools is not None else None,
         )
         gym.Wrapper.__init__(self, env)
         check_branch_params(p_base, gamma)
         for name, value in (("bonus", bonus), ("threshold", threshold)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if isinstance(look_tools, str) or not look_tools:
-            raise ValueError(f"look_tools must be a non-empty list of tool names, got {look_tools!r}")
+        if look_tools is not None:
+            if isinstance(look_tools, str) or not look_tools:
+                raise ValueError(f"look_tools must be a non-empty list of tool names, got {look_tools!r}")
+            warnings.warn("EntropyRegrounding(look_tools=...) is deprecated: a look is any step that made a new "
+                          "view (read from the step record); drop the argument", DeprecationWarning, stacklevel=2)
         self.p_base, self.gamma = float(p_base), float(gamma)
         self.bonus, self.threshold = float(bonus), float(threshold)
         self.gate_on_correct = bool(gate_on_correct)
-        self.look_tools = frozenset(look_tools)
+        self.look_tools = frozenset(look_tools) if look_tools is not None else None
         self._h_base: float | None = None
         self._best_p = 0.0
 
@@ -112,11 +121,13 @@ class EntropyRegrounding(gym.Wrapper, RecordConstructorArgs):
         if self._h_base is None and h is not None:
             self._h_base = h
         steps = self.env.unwrapped.episode.steps
-        tool = steps[-1].tool if steps else None
+        look = Look.from_step(steps[-1]) if steps else None
+        if look is not None and self.look_tools is not None and look.tool not in self.look_tools:
+            look = None
         dh, p = 0.0, 0.0
         if h is not None and self._h_base is not None:
             dh = h - self._h_base
-            if tool in self.look_tools and dh > self.threshold:
+            if look is not None and dh > self.threshold:
                 p = self.strength(dh)
                 self._best_p = max(self._best_p, p)
         paid = 0.0
