@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+import gymnasium as gym
 from medvr_env import MedVRVQAEnv
 from medvr_env.importing import import_object
 
@@ -32,6 +33,25 @@ AGENTS: dict[str, str] = {
     "majority": "agents.prior:MajorityAnswerAgent",
     "vlm": "agents.vlm:VLMAgent",
 }
+
+
+def policy_env(env: gym.Env, agent: Any) -> gym.Env:
+    """The layer of ``env``'s wrapper stack that ``agent`` steps.
+
+    ``env`` itself for agents with ``acts_in_wrapper_spaces = True``; otherwise the
+    outermost layer whose observation and action spaces are the MedVR env's own, i.e.
+    the same env without the wrappers that re-encode them (``SB3Observation``,
+    ``MultiDiscreteActions``, ``DiscreteActions``, ``TextActions``). Other wrappers
+    below those (time limits, order checks) stay in place.
+    """
+    if getattr(agent, "acts_in_wrapper_spaces", False):
+        return env
+    base = env.unwrapped
+    layer = env
+    while layer is not base and (layer.observation_space != base.observation_space
+                                 or layer.action_space != base.action_space):
+        layer = layer.env
+    return layer
 
 
 def make_agent(name: str, **kwargs: Any) -> Agent:

@@ -7,10 +7,16 @@ dataset has evaluation boxes. :func:`table1_markdown` lays several results out l
 Table 1 of the MedVR paper (rows: agents; columns: benchmarks and their averages).
 
 The same runs from the command line: ``medvr eval --env ID --split test --agent NAME``.
+
+Evaluations stream (each episode is written, counted and dropped), continue an
+interrupted run from its ``.partial`` trajectory file (``resume=True``, ``medvr eval
+--resume DIR``), and can record unreadable images as failed samples instead of
+stopping (``skip_bad_samples=True``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,10 +26,15 @@ import gymnasium as gym
 from tqdm.auto import tqdm
 
 from medvr_env import Episode
+from medvr_env.data.files import DatasetNotFoundError
+from medvr_env.data.images import ImageDecodeError, UnsafePathError
 
-from .base import Agent, make_agent
-from .runner import TrajectoryWriter, play_episode
-from .metrics import GroupAccuracy, Grounding, ToolStats, accuracy_by, as_dict, grounding, is_correct, tool_stats
+from .base import Agent, make_agent, policy_env
+from .metrics import EpisodeStats, GroupAccuracy, Grounding, MetricTally, ToolStats, as_dict
+from .runner import Interrupted, TrajectoryWriter, finish_episode, partial_path, write_text
+
+BAD_SAMPLE_ERRORS = (ImageDecodeError, UnsafePathError, DatasetNotFoundError)
+"""What ``skip_bad_samples=True`` records as a failed sample: one sample's image cannot be read."""
 
 # Table 1 of the paper: general-domain multiple-choice benchmarks, then modality-specific free-text ones.
 GENERAL_COLUMNS = {"omnimedvqa": "OMVQA", "pmc_vqa": "PMC-VQA", "medxpertqa": "MedXQA"}
@@ -50,6 +61,24 @@ class EvalResult:
     grounding: Grounding
     seconds: float
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    failed: list[dict[str, str]] = field(default_factory=list)  # unreadable samples: sample_id, error, reason
+
+    @classmethod
+    def from_tally(cls, tally: MetricTally, *, env_id: str, dataset: str, split: str, agent: str,
+                   seconds: float = 0.0, env_kwargs: dict[str, Any] | None = None,
+                   failed: Sequence[dict[str, str]] = ()) -> EvalResult:
+        """The result from running totals (see :class:`~agents.metrics.MetricTally`)."""
+        if not tally.episodes:
+            raise ValueError("no episodes to evaluate" + (f" ({len(failed)} samples failed)" if failed else ""))
+        by_answer_type = tally.accuracy_by("answer_type")
+        return cls(
+            env_id=env_id, dataset=dataset, split=split, agent=agent, episodes=tally.episodes,
+            accuracy=tally.accuracy, closed=by_answer_type.get("closed"), open=by_answer_type.get("open"),
+            open_token_recall=tally.recall.mean(),
+            by_question_type=tally.accuracy_by("question_type"), by_organ=tally.accuracy_by("organ"),
+            by_modality=tally.accuracy_by("modality"), tools=tally.tool_stats(), grounding=tally.grounding(),
+            seconds=seconds, env_kwargs=dict(env_kwargs or {}), failed=list(failed),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return as_dict(asdict(self))
@@ -71,6 +100,8 @@ class EvalResult:
             f"| invalid actions (share of steps) | {_pct(t.invalid_action_rate)} |",
             f"| answered (share of episodes) | {_pct(t.answered_rate)} |",
         ]
+        if self.failed:
+            lines.append(f"| failed samples (unreadable, not scored) | {len(self.failed)} |")
         g = self.grounding
         if g.episodes:
             lines.append(f"| grounding mIoU (n={g.episodes}, no zoom = 0) | {_pct(g.miou)} |")
@@ -80,28 +111,17 @@ class EvalResult:
             if len(groups) > 1:
                 lines += ["", f"| {title} | n | accuracy |", "|---|---|---|"]
                 lines += [f"| {k} | {v.n} | {_pct(v.accuracy)} |" for k, v in groups.items()]
+        if self.failed:
+            lines += ["", "| failed sample | error | reason |", "|---|---|---|"]
+            lines += [f"| {f['sample_id']} | {f['error']} | {_cell(f['reason'])} |" for f in self.failed]
         return "\n".join(lines)
 
 
-def summarize_eval(episodes: Sequence[Episode], *, env_id: str, dataset: str, split: str, agent: str,
+def summarize_eval(episodes: Iterable[Episode], *, env_id: str, dataset: str, split: str, agent: str,
                    seconds: float = 0.0, env_kwargs: dict[str, Any] | None = None) -> EvalResult:
     """Compute an :class:`EvalResult` from finished episodes (one per question)."""
-    if not episodes:
-        raise ValueError("no episodes to evaluate")
-    by_answer_type = accuracy_by(episodes, lambda e: e.sample.answer_type)
-    open_eps = [e for e in episodes if e.sample.answer_type == "open"]
-    recall = [float((e.grade or {}).get("recall", 0.0)) for e in open_eps]
-    return EvalResult(
-        env_id=env_id, dataset=dataset, split=split, agent=agent, episodes=len(episodes),
-        accuracy=sum(map(is_correct, episodes)) / len(episodes),
-        closed=by_answer_type.get("closed"), open=by_answer_type.get("open"),
-        open_token_recall=sum(recall) / len(recall) if recall else None,
-        by_question_type=accuracy_by(episodes, lambda e: e.sample.question_type),
-        by_organ=accuracy_by(episodes, lambda e: e.sample.organ),
-        by_modality=accuracy_by(episodes, lambda e: e.sample.modality),
-        tools=tool_stats(episodes), grounding=grounding(episodes), seconds=seconds,
-        env_kwargs=dict(env_kwargs or {}),
-    )
+    return EvalResult.from_tally(MetricTally.of(episodes), env_id=env_id, dataset=dataset, split=split, agent=agent,
+                                 seconds=seconds, env_kwargs=env_kwargs)
 
 
 def evaluate(
@@ -115,6 +135,8 @@ def evaluate(
     agent_kwargs: dict[str, Any] | None = None,
     trajectories: str | Path | None = None,
     progress: bool = True,
+    resume: bool = False,
+    skip_bad_samples: bool = False,
 ) -> EvalResult:
     """Play one episode per question of ``split`` (the first ``limit`` questions) and score them.
 
@@ -126,6 +148,16 @@ def evaluate(
         seed: Seed of the first reset (agents that sample draw from the env's RNG stream).
         trajectories: Write every episode as a JSON line here (streamed; renamed into place at the end).
         progress: Show a progress bar with the running accuracy.
+        resume: Continue from ``trajectories`` (its ``.partial`` file, or the finished file): the
+            questions recorded there are re-read, not replayed, and the first replayed question's
+            reset is seeded with ``seed``. Agents whose episodes do not depend on earlier
+            episodes (all bundled ones but ``random``) then give the numbers of an uninterrupted run.
+        skip_bad_samples: Record a sample whose image cannot be read (:data:`BAD_SAMPLE_ERRORS`)
+            as failed, with its reason, and go on; by default it stops the evaluation.
+
+    Raises:
+        Interrupted: On Ctrl-C, carrying the result of the questions that finished (they stay in
+            the ``.partial`` trajectory file, ready for ``resume=True``).
     """
     env_kwargs = dict(env_kwargs or {})
     if isinstance(env, str):
@@ -137,29 +169,112 @@ def evaluate(
     agent_name = agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
     if isinstance(agent, str):
         agent = make_agent(agent, **(agent_kwargs or {}))
+    if resume and trajectories is None:
+        raise ValueError("resume=True needs the trajectories file of the interrupted evaluation")
     dataset = env.unwrapped.dataset
     total = len(dataset) if limit is None else min(int(limit), len(dataset))
     if total < 1:
         raise ValueError(f"limit must be >= 1, got {limit!r}")
-    finished: list[Episode] = []
-    writer = TrajectoryWriter(trajectories) if trajectories is not None else None
-    bar = tqdm(total=total, desc=f"{agent_name} on {env_id} [{dataset.split}]", unit="q", disable=not progress)
+    tally, failed = MetricTally(), []
+    records = _resumable_records(Path(trajectories), dataset, total) if resume else []
+    for line, record in enumerate(records, 1):
+        _count_record(record, tally, failed, f"{trajectories}:{line}")
+    first = len(records)
+
+    def result() -> EvalResult:
+        return EvalResult.from_tally(tally, env_id=env_id, dataset=getattr(dataset, "name", type(dataset).__name__),
+                                     split=dataset.split, agent=agent_name, seconds=time.perf_counter() - start,
+                                     env_kwargs=env_kwargs, failed=failed)
+
     start = time.perf_counter()
+    if first == total and (trajectories is None or Path(trajectories).is_file()):
+        return result()  # finished before: nothing to replay
+    writer = TrajectoryWriter(trajectories, append=first > 0) if trajectories is not None else None
+    bar = tqdm(total=total, initial=first, desc=f"{agent_name} on {env_id} [{dataset.split}]", unit="q",
+               disable=not progress)
+    acting = policy_env(env, agent)
+    done = first
     try:
-        for index in range(total):
-            episode = play_episode(env, agent, seed=seed if index == 0 else None, options={"index": index})
-            finished.append(episode)
+        for index in range(first, total):
+            try:
+                obs, info = acting.reset(seed=seed if index == first else None, options={"index": index})
+            except BAD_SAMPLE_ERRORS as exc:
+                if not skip_bad_samples:
+                    raise
+                record = _failed_record(dataset[index], exc)
+                _count_record(record, tally, failed, "")
+            else:
+                episode = finish_episode(acting, agent, obs, info)
+                record = episode.to_dict()
+                tally.add(episode)
+                del episode, obs, info
             if writer is not None:
-                writer.write(episode.to_dict())
+                writer.write(record)
+            done += 1
             bar.update(1)
-            bar.set_postfix(acc=f"{sum(map(is_correct, finished)) / len(finished):.3f}")
+            if tally.episodes:
+                bar.set_postfix(acc=f"{tally.accuracy:.3f}")
+    except KeyboardInterrupt as exc:
+        raise Interrupted(result() if tally.episodes else None, done, total) from exc
     finally:
         bar.close()
         if writer is not None:
-            writer.close(complete=len(finished) == total)
-    return summarize_eval(finished, env_id=env_id, dataset=getattr(dataset, "name", type(dataset).__name__),
-                          split=dataset.split, agent=agent_name, seconds=time.perf_counter() - start,
-                          env_kwargs=env_kwargs)
+            writer.close(complete=done == total)
+    return result()
+
+
+def _failed_record(sample: Any, exc: Exception) -> dict[str, Any]:
+    """The trajectory line of a sample that could not be played."""
+    return {"sample": sample.to_dict(), "failed": {"error": type(exc).__name__, "reason": str(exc)}}
+
+
+def _count_record(record: dict[str, Any], tally: MetricTally, failed: list[dict[str, str]], where: str) -> None:
+    """Add one trajectory line (an episode or a failed sample) to the running totals."""
+    try:
+        if "failed" in record:
+            failed.append({"sample_id": record["sample"]["sample_id"], **record["failed"]})
+        else:
+            tally.add(EpisodeStats.from_record(record))
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        raise ValueError(f"{where}: not a MedVR episode record ({type(exc).__name__}: {exc})") from exc
+
+
+def _resumable_records(path: Path, dataset: Any, total: int) -> list[dict[str, Any]]:
+    """The records an interrupted (or finished) evaluation left at ``path``, checked against this evaluation.
+
+    The finished file wins over a ``.partial`` one. A last line cut short by a kill is
+    dropped (and the ``.partial`` file rewritten without it); any other bad line, a
+    record of another question, or more records than questions is an error.
+    """
+    partial = partial_path(path)
+    source = path if path.is_file() else partial
+    if not source.is_file():
+        return []
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines) and source == partial:
+                write_text(partial, "".join(lines[:-1]))  # cut short mid-write: replay that question
+                break
+            raise ValueError(f"{source}:{number}: not a JSON line ({exc}); cannot resume from it") from exc
+    if len(records) > total or (source == path and len(records) != total):
+        raise ValueError(f"{source} holds {len(records)} records but this evaluation has {total} questions; "
+                         "resume with the same --split, --limit and env options")
+    for index, record in enumerate(records):
+        found = record.get("sample", {}).get("sample_id") if isinstance(record, dict) else None
+        expected = dataset[index].sample_id
+        if found != expected:
+            raise ValueError(f"{source}:{index + 1}: record of sample {found!r}, but question {index} of this "
+                             f"evaluation is {expected!r}; resume with the same dataset, split and env options")
+    return records
+
+
+def _cell(text: str) -> str:
+    """Text safe inside one markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _pct(value: float | None) -> str:

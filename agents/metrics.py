@@ -12,11 +12,13 @@ and the union of the sample's evaluation-only boxes. Episodes that never zoomed 
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from medvr_env import Episode, StepRecord
-from medvr_env.episode import Look
+from medvr_env.episode import Look, looks_in_steps
 
 Rect = tuple[float, float, float, float]
 VIEW_TOOLS = frozenset({"zoom", "crop"})
@@ -40,15 +42,25 @@ def is_correct(episode: Episode) -> bool:
     return bool(episode.grade and episode.grade.get("correct"))
 
 
-def accuracy_by(episodes: Sequence[Episode], key: Callable[[Episode], str]) -> dict[str, GroupAccuracy]:
+def accuracy_by(episodes: Iterable[Episode], key: Callable[[Episode], str]) -> dict[str, GroupAccuracy]:
     """Accuracy per group, groups sorted by size (largest first), empty keys dropped."""
-    groups: dict[str, list[bool]] = {}
+    counts: dict[str, list[int]] = {}
     for episode in episodes:
-        name = key(episode)
-        if name:
-            groups.setdefault(name, []).append(is_correct(episode))
-    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    return {k: GroupAccuracy(len(v), sum(v), sum(v) / len(v)) for k, v in ordered}
+        _count(counts, key(episode), is_correct(episode))
+    return _group_accuracies(counts)
+
+
+def _count(counts: dict[str, list[int]], name: str, correct: bool) -> None:
+    """Add one answer to ``counts[name] = [questions, correct]`` (empty names are not a group)."""
+    if name:
+        tally = counts.setdefault(name, [0, 0])
+        tally[0] += 1
+        tally[1] += bool(correct)
+
+
+def _group_accuracies(counts: dict[str, list[int]]) -> dict[str, GroupAccuracy]:
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return {k: GroupAccuracy(n, c, c / n) for k, (n, c) in ordered}
 
 
 def union_area(rects: Iterable[Rect]) -> float:
@@ -107,17 +119,8 @@ class ToolStats:
     answered_rate: float
 
 
-def tool_stats(episodes: Sequence[Episode]) -> ToolStats:
-    n = len(episodes)
-    zooms = [sum(1 for s in e.steps if _zoomed(s)) for e in episodes]
-    steps = sum(e.num_steps for e in episodes)
-    return ToolStats(
-        zoom_rate=sum(1 for z in zooms if z) / n,
-        mean_zooms=sum(zooms) / n,
-        mean_steps=steps / n,
-        invalid_action_rate=sum(1 for e in episodes for s in e.steps if s.error) / max(1, steps),
-        answered_rate=sum(1 for e in episodes if e.stop_reason == "answered") / n,
-    )
+def tool_stats(episodes: Iterable[Episode]) -> ToolStats:
+    return MetricTally.of(episodes).tool_stats()
 
 
 @dataclass(frozen=True)
@@ -130,16 +133,187 @@ class Grounding:
     zoomed: int
 
 
-def grounding(episodes: Sequence[Episode]) -> Grounding:
-    scored = [(grounding_iou(e), bool(footprint(e))) for e in episodes]
-    scored = [(iou, zoomed) for iou, zoomed in scored if iou is not None]
-    zoomed = [iou for iou, z in scored if z]
-    return Grounding(
-        episodes=len(scored),
-        miou=sum(iou for iou, _ in scored) / len(scored) if scored else None,
-        miou_when_zoomed=sum(zoomed) / len(zoomed) if zoomed else None,
-        zoomed=len(zoomed),
-    )
+def grounding(episodes: Iterable[Episode]) -> Grounding:
+    return MetricTally.of(episodes).grounding()
+
+
+# ------------------------------------------------------------------ streaming
+_COMPENSATED_SUM = sys.version_info >= (3, 12)
+
+
+class RunningSum:
+    """Floats added one at a time, with the same result as the builtin ``sum()`` of the whole list, bit for bit.
+
+    Python 3.12 made ``sum()`` of floats compensated (Neumaier); a plain ``+=`` would
+    then drift from it in the last digits. Streamed means therefore equal the means the
+    list-based summaries reported.
+    """
+
+    __slots__ = ("count", "_total", "_compensation")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._total: float = 0
+        self._compensation = 0.0
+
+    def add(self, x: float) -> None:
+        x = float(x)
+        total = self._total
+        if self.count and _COMPENSATED_SUM:
+            t = total + x
+            self._compensation += (total - t) + x if abs(total) >= abs(x) else (x - t) + total
+            self._total = t
+        else:  # sum() adds the first term to its int start value, then (before 3.12) plainly
+            self._total = total + x
+        self.count += 1
+
+    @property
+    def value(self) -> float:
+        c = self._compensation
+        return self._total + c if c and math.isfinite(c) else self._total
+
+    def mean(self) -> float | None:
+        return self.value / self.count if self.count else None
+
+
+@dataclass(frozen=True)
+class EpisodeStats:
+    """The few numbers of one finished episode that every summary is computed from (no pixels, no text).
+
+    Built from a live :class:`~medvr_env.Episode` or from its trajectory record
+    (``Episode.to_dict()``, e.g. re-read by ``medvr eval --resume``); both give equal stats.
+    """
+
+    sample_id: str
+    correct: bool
+    answer_type: str
+    question_type: str
+    organ: str
+    modality: str
+    recall: float | None  # token recall of open answers (None for other answer types)
+    steps: int
+    zooms: int
+    errors: int
+    answered: bool
+    total_reward: float
+    grounding_iou: float | None  # None when the sample has no evaluation boxes
+    zoomed: bool  # the footprint is not empty
+
+    @classmethod
+    def from_episode(cls, episode: Episode) -> EpisodeStats:
+        sample = episode.sample
+        return cls._make(
+            sample.sample_id, episode.grade, sample.answer_type, sample.question_type, sample.organ, sample.modality,
+            [(_zoomed(s), s.error) for s in episode.steps], episode.stop_reason, episode.total_reward,
+            footprint(episode), sample.eval_boxes,
+        )
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> EpisodeStats:
+        """Stats from one trajectory line; ``KeyError``/``TypeError`` if it is not an episode record."""
+        sample = record["sample"]
+        prints = [tuple(look.box.as_list()) for look in looks_in_steps(record["steps"]) if look.box is not None]
+        return cls._make(
+            sample["sample_id"], record["grade"], sample["answer_type"], sample["question_type"], sample["organ"],
+            sample["modality"], [(_zoomed(s), s["error"]) for s in record["steps"]], record["stop_reason"],
+            float(record["total_reward"]), prints, [tuple(b) for b in sample["eval_boxes"]],
+        )
+
+    @classmethod
+    def _make(cls, sample_id: str, grade: dict[str, Any] | None, answer_type: str, question_type: str, organ: str,
+              modality: str, steps: list[tuple[bool, Any]], stop_reason: str, total_reward: float,
+              prints: list[Rect], eval_boxes: Sequence[Rect]) -> EpisodeStats:
+        return cls(
+            sample_id=sample_id,
+            correct=bool(grade and grade.get("correct")),
+            answer_type=answer_type, question_type=question_type, organ=organ, modality=modality,
+            recall=float((grade or {}).get("recall", 0.0)) if answer_type == "open" else None,
+            steps=len(steps),
+            zooms=sum(1 for zoomed, _ in steps if zoomed),
+            errors=sum(1 for _, error in steps if error),
+            answered=stop_reason == "answered",
+            total_reward=total_reward,
+            grounding_iou=union_iou(prints, eval_boxes) if eval_boxes else None,
+            zoomed=bool(prints),
+        )
+
+
+class MetricTally:
+    """Running totals of every reported metric; constant memory however many episodes are added.
+
+    ``add`` takes an :class:`EpisodeStats` (or an episode, converted at once), so a
+    runner can drop each episode, pixels and all, as soon as it has finished.
+    """
+
+    GROUPS = ("answer_type", "question_type", "organ", "modality")
+
+    def __init__(self) -> None:
+        self.episodes = 0
+        self.correct = 0
+        self.steps = 0
+        self.zooms = 0
+        self.zoomed_episodes = 0
+        self.errors = 0
+        self.answered = 0
+        self.reward = RunningSum()
+        self.recall = RunningSum()
+        self.iou = RunningSum()
+        self.iou_when_zoomed = RunningSum()
+        self.groups: dict[str, dict[str, list[int]]] = {name: {} for name in self.GROUPS}
+
+    @classmethod
+    def of(cls, episodes: Iterable[Episode | EpisodeStats]) -> MetricTally:
+        tally = cls()
+        for episode in episodes:
+            tally.add(episode)
+        return tally
+
+    def add(self, episode: Episode | EpisodeStats) -> EpisodeStats:
+        stats = episode if isinstance(episode, EpisodeStats) else EpisodeStats.from_episode(episode)
+        self.episodes += 1
+        self.correct += stats.correct
+        self.steps += stats.steps
+        self.zooms += stats.zooms
+        self.zoomed_episodes += stats.zooms > 0
+        self.errors += stats.errors
+        self.answered += stats.answered
+        self.reward.add(stats.total_reward)
+        if stats.recall is not None:
+            self.recall.add(stats.recall)
+        if stats.grounding_iou is not None:
+            self.iou.add(stats.grounding_iou)
+            if stats.zoomed:
+                self.iou_when_zoomed.add(stats.grounding_iou)
+        for name in self.GROUPS:
+            _count(self.groups[name], getattr(stats, name), stats.correct)
+        return stats
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self._n()
+
+    def accuracy_by(self, group: str) -> dict[str, GroupAccuracy]:
+        """Accuracy per value of ``group`` (one of :attr:`GROUPS`), largest group first."""
+        return _group_accuracies(self.groups[group])
+
+    def tool_stats(self) -> ToolStats:
+        n = self._n()
+        return ToolStats(
+            zoom_rate=self.zoomed_episodes / n,
+            mean_zooms=self.zooms / n,
+            mean_steps=self.steps / n,
+            invalid_action_rate=self.errors / max(1, self.steps),
+            answered_rate=self.answered / n,
+        )
+
+    def grounding(self) -> Grounding:
+        return Grounding(episodes=self.iou.count, miou=self.iou.mean(), miou_when_zoomed=self.iou_when_zoomed.mean(),
+                         zoomed=self.iou_when_zoomed.count)
+
+    def _n(self) -> int:
+        if not self.episodes:
+            raise ValueError("no episodes to summarise")
+        return self.episodes
 
 
 def as_dict(obj: Any) -> Any:

@@ -1,4 +1,9 @@
-"""Run an agent for N episodes: progress bar, summary statistics, trajectories as JSON lines."""
+"""Run an agent for N episodes: progress bar, summary statistics, trajectories as JSON lines.
+
+Runs stream: each finished episode is written to the trajectory file, added to the
+running totals (:class:`~agents.metrics.MetricTally`) and dropped, so memory stays
+flat however many episodes are played.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,16 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import gymnasium as gym
 from tqdm.auto import tqdm
 
 from medvr_env import Episode
 
-from .base import Agent
-from .metrics import is_correct, tool_stats
+from .base import Agent, policy_env
+from .metrics import MetricTally
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -30,6 +36,20 @@ class RunSummary:
     invalid_action_rate: float
     answered_rate: float
     mean_reward: float
+
+    @classmethod
+    def from_tally(cls, tally: MetricTally) -> RunSummary:
+        tools = tally.tool_stats()
+        return cls(
+            episodes=tally.episodes,
+            accuracy=tally.accuracy,
+            zoom_rate=tools.zoom_rate,
+            mean_steps=tools.mean_steps,
+            mean_zooms=tools.mean_zooms,
+            invalid_action_rate=tools.invalid_action_rate,
+            answered_rate=tools.answered_rate,
+            mean_reward=tally.reward.value / tally.episodes,
+        )
 
     def table(self) -> str:
         rows = [
@@ -47,28 +67,37 @@ class RunSummary:
 
 
 def summarize(episodes: Iterable[Episode]) -> RunSummary:
-    """Summary statistics over finished episodes."""
-    episodes = list(episodes)
-    if not episodes:
-        raise ValueError("no episodes to summarise")
-    n = len(episodes)
-    tools = tool_stats(episodes)
-    return RunSummary(
-        episodes=n,
-        accuracy=sum(1 for e in episodes if is_correct(e)) / n,
-        zoom_rate=tools.zoom_rate,
-        mean_steps=tools.mean_steps,
-        mean_zooms=tools.mean_zooms,
-        invalid_action_rate=tools.invalid_action_rate,
-        answered_rate=tools.answered_rate,
-        mean_reward=sum(e.total_reward for e in episodes) / n,
-    )
+    """Summary statistics over finished episodes (streamed: the iterable may be a generator)."""
+    return RunSummary.from_tally(MetricTally.of(episodes))
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_episodes` or :func:`~agents.evaluate.evaluate`, with what had finished.
+
+    Attributes:
+        partial: The summary (or evaluation result) of the finished episodes; ``None`` if none finished.
+        done: Episodes finished (and written to the ``.partial`` trajectory file).
+        total: Episodes requested.
+    """
+
+    def __init__(self, partial: Any, done: int, total: int) -> None:
+        super().__init__(f"interrupted after {done} of {total} episodes")
+        self.partial, self.done, self.total = partial, done, total
 
 
 def play_episode(env: gym.Env, agent: Agent, *, seed: int | None = None,
                  options: dict[str, Any] | None = None) -> Episode:
-    """Reset ``env``, let ``agent`` act until the episode ends, and return a snapshot of its record."""
+    """Reset ``env``, let ``agent`` act until the episode ends, and return a snapshot of its record.
+
+    The agent steps :func:`~agents.base.policy_env` of ``env`` (under SB3 encoding wrappers, for bundled agents).
+    """
+    env = policy_env(env, agent)
     obs, info = env.reset(seed=seed, options=options)
+    return finish_episode(env, agent, obs, info)
+
+
+def finish_episode(env: gym.Env, agent: Agent, obs: dict[str, Any], info: dict[str, Any]) -> Episode:
+    """Let ``agent`` play the episode ``env`` was just reset to (``obs``, ``info``); return a snapshot of its record."""
     agent.reset(env.unwrapped, obs, info)
     done = False
     while not done:
@@ -85,30 +114,43 @@ def run_episodes(
     seed: int = 0,
     progress: bool = True,
     trajectories: str | Path | None = None,
-) -> tuple[RunSummary, list[Episode]]:
-    """Play ``episodes`` episodes; the first reset is seeded, later ones continue the env's RNG stream."""
+    on_episode: Callable[[Episode], None] | None = None,
+) -> RunSummary:
+    """Play ``episodes`` episodes; the first reset is seeded, later ones continue the env's RNG stream.
+
+    Each finished episode is written to ``trajectories`` (if given), passed to
+    ``on_episode`` (if given), counted, and dropped: memory does not grow with
+    ``episodes``.
+
+    Raises:
+        Interrupted: On Ctrl-C (a ``KeyboardInterrupt``), carrying the summary of the
+            episodes that finished; they stay in ``<trajectories>.partial``.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    finished: list[Episode] = []
+    tally = MetricTally()
     base = env.unwrapped
     bar = tqdm(total=episodes, desc=f"{agent.name} on {env.spec.id if env.spec else type(base).__name__}",
                disable=not progress, unit="ep")
     writer = TrajectoryWriter(trajectories) if trajectories is not None else None
-    correct = 0
     try:
         for i in range(episodes):
             episode = play_episode(env, agent, seed=seed if i == 0 else None)
-            finished.append(episode)
             if writer is not None:
                 writer.write(episode.to_dict())
-            correct += is_correct(episode)
+            tally.add(episode)
+            if on_episode is not None:
+                on_episode(episode)
+            del episode  # the next episode's pixels must not meet this one's
             bar.update(1)
-            bar.set_postfix(acc=f"{correct / (i + 1):.3f}")
+            bar.set_postfix(acc=f"{tally.accuracy:.3f}")
+    except KeyboardInterrupt as exc:
+        raise Interrupted(RunSummary.from_tally(tally) if tally.episodes else None, tally.episodes, episodes) from exc
     finally:
         bar.close()
         if writer is not None:
-            writer.close(complete=len(finished) == episodes)
-    return summarize(finished), finished
+            writer.close(complete=tally.episodes == episodes)
+    return RunSummary.from_tally(tally)
 
 
 class TrajectoryWriter:
@@ -117,11 +159,12 @@ class TrajectoryWriter:
     An interrupted run keeps every finished episode in the ``.partial`` file.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, append: bool = False) -> None:
+        """Start ``<path>.partial`` afresh, or with ``append=True`` continue it (``medvr eval --resume``)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        self._fh = open(self.partial, "w", encoding="utf-8")
+        self.partial = partial_path(self.path)
+        self._fh = open(self.partial, "a" if append else "w", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record, default=json_default) + "\n")
@@ -131,6 +174,12 @@ class TrajectoryWriter:
         self._fh.close()
         if complete:
             os.replace(self.partial, self.path)
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where :class:`TrajectoryWriter` keeps the lines of ``path`` until the run completes."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -174,5 +223,5 @@ def json_default(obj: Any) -> Any:
     return repr(obj)
 
 
-__all__ = ["RunSummary", "play_episode", "run_episodes", "summarize", "TrajectoryWriter", "write_json", "write_jsonl",
-           "write_text"]
+__all__ = ["Interrupted", "RunSummary", "finish_episode", "partial_path", "play_episode", "run_episodes", "summarize",
+           "TrajectoryWriter", "write_json", "write_jsonl", "write_text"]

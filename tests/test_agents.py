@@ -54,7 +54,8 @@ def test_entropy_helpers():
 @pytest.mark.parametrize("name", ["scripted", "no-zoom", "random"])
 def test_agents_finish_episodes_and_report_uncertainty(name):
     env = gym.make("MedVR-VQA-v0", dataset_kwargs={"num_samples": 40})
-    summary, episodes = run_episodes(env, make_agent(name), 6, seed=1, progress=False)
+    episodes = []
+    summary = run_episodes(env, make_agent(name), 6, seed=1, progress=False, on_episode=episodes.append)
     assert summary.episodes == 6 and len(episodes) == 6
     assert all(e.stop_reason in ("answered", "max_steps", "too_many_errors") for e in episodes)
     if name == "scripted":
@@ -69,7 +70,8 @@ def test_agents_finish_episodes_and_report_uncertainty(name):
 def test_scripted_agent_speaks_every_bbox_format():
     for fmt in ("pixel", "norm", "norm1000"):
         env = gym.make("MedVR-VQA-v0", bbox_format=fmt)
-        summary, episodes = run_episodes(env, make_agent("scripted"), 2, seed=3, progress=False)
+        episodes = []
+        summary = run_episodes(env, make_agent("scripted"), 2, seed=3, progress=False, on_episode=episodes.append)
         assert summary.invalid_action_rate == 0.0
         boxes = {fmt: [v.box for v in episodes[0].views[1:]]}
         side = episodes[0].image_size[0] * 0.5

@@ -287,7 +287,8 @@ def test_vlm_agent_runs_medvr_episodes(tiny):
     """`medvr run --agent vlm --model PATH` builds the agent with make_agent("vlm", model=PATH)."""
     env = gym.make("MedVR-VQA-Text-v0", dataset_kwargs={"num_samples": 6}, max_steps=3)
     agent = make_agent("vlm", model=str(tiny("qwen2_5_vl")), max_new_tokens=10, device="cpu")
-    summary, episodes = run_episodes(env, agent, 2, seed=0, progress=False)
+    episodes = []
+    summary = run_episodes(env, agent, 2, seed=0, progress=False, on_episode=episodes.append)
     assert summary.episodes == 2 and env.unwrapped.bbox_format == "pixel"
     assert all(s.entropy_source == "policy" and 0 <= s.entropy <= 1 for e in episodes for s in e.steps)
     rollout = agent.last_rollout  # the episode in progress (the runner does not tell agents an episode ended)
