@@ -312,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Parsed by agents.uncertainty.train itself (see main); listed here so that `medvr --help` shows it.
     sub.add_parser("train-reader", help="train the image reader that fills the entropy channel for SB3 policies "
                                         "([sb3] extra); --help for its options")
+    sub.add_parser("train", help="GRPO training of a VLM policy on MedVR rollouts ([train] extra); --help for options")
 
     envs = sub.add_parser("envs", help="list the registered env ids")
     envs.set_defaults(func=cmd_envs)
@@ -328,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agents.uncertainty.train import main as train_reader  # torch only for this command
 
         return train_reader(argv[1:])
+    if argv[:1] == ["train"]:
+        from agents.train.cli import main as train_main  # torch and TRL only for this command
+
+        return train_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a usage error, --help or --version: argparse has printed what to say
