@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
+from .action_spans import ActionSpans, locate_spans
 from .errors import ActionError, ErrorCode
-from .tools.base import Tool, canonical_tool_name
+from .tools.base import ROLE_KEY, Tool, canonical_tool_name, registered_tools
 
 DEFAULT_MAX_CHARS = 8192
 
@@ -54,6 +55,7 @@ class ParseResult:
 
     call: ToolCall | None = None
     error: ActionError | None = None
+    spans: ActionSpans | None = None  # with ``with_spans=True``: where think, the call and its arguments sit
 
     @property
     def ok(self) -> bool:
@@ -72,14 +74,33 @@ def _reject_constant(name: str) -> float:
     raise _NonFinite(name)
 
 
-def parse_action_text(text: Any, enabled: Iterable[str], max_chars: int = DEFAULT_MAX_CHARS) -> ParseResult:
+def parse_action_text(text: Any, enabled: Iterable[str], max_chars: int = DEFAULT_MAX_CHARS, *,
+                      with_spans: bool = False) -> ParseResult:
     """Parse one model turn into a :class:`ToolCall`.
 
     Args:
         text: The raw model output for this turn.
         enabled: Names of the tools the env has enabled.
         max_chars: Longer texts are rejected with ``TEXT_TOO_LONG``.
+        with_spans: Also locate, in ``text``, the think blocks, the chosen call, its name and each argument by
+            schema role (:class:`~medvr_env.action_spans.ActionSpans`; successful parses only).
     """
+    result = _parse_action_text(text, enabled, max_chars)
+    if with_spans and result.call is not None:
+        result = replace(result, spans=_spans(text, result.call))
+    return result
+
+
+def _spans(text: str, call: ToolCall) -> ActionSpans:
+    kind = call.name if call.name in ("answer", "think") else "call"
+    tool = registered_tools().get(call.name)
+    props = tool.parameters.get("properties", {}) if tool is not None else {}
+    roles = {k: v[ROLE_KEY] for k, v in props.items() if isinstance(v, dict) and ROLE_KEY in v}
+    patterns = {"think": _THINK, "tool_call": _TOOL_CALL, "answer": _ANSWER, "fence": _FENCE}
+    return locate_spans(text, kind, roles, patterns)
+
+
+def _parse_action_text(text: Any, enabled: Iterable[str], max_chars: int) -> ParseResult:
     if not isinstance(text, str):
         return _fail(ErrorCode.MALFORMED_ACTION, f"a text action must be a string, got {type(text).__name__}")
     enabled = set(enabled)

@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from agents.vlm.budget import BudgetAction, ImageBudget, LiveImage  # noqa: E402
-from agents.vlm.entropy import normalised_entropy, span_mask, token_stats, tool_spans  # noqa: E402
+from agents.vlm.entropy import normalised_entropy, span_mask, token_stats, turn_entropy  # noqa: E402
+from medvr_env.protocol import parse_action_text  # noqa: E402
 from agents.vlm.families import adapter_class_for, smart_resize  # noqa: E402
 from agents.vlm.sampling import SamplingConfig, choose_tokens  # noqa: E402
 
@@ -48,15 +49,63 @@ def test_smart_resize_matches_transformers():
             assert smart_resize(h, w, 28, 56 * 56, max_pixels) == reference(h, w, 28, 56 * 56, max_pixels)
 
 
-def test_tool_spans_find_the_executed_call():
+TOOLS = ("think", "zoom", "crop", "relook", "answer")
+
+
+def spans_of(text):
+    return parse_action_text(text, TOOLS, with_spans=True).spans
+
+
+def test_protocol_spans_find_the_executed_call():
     text = ('<think>maybe <tool_call>{"name": "zoom", "arguments": {"bbox_2d": [9, 9, 9, 9]}}</tool_call></think>'
             '<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [10, 20, 300, 400], "source": 0}}</tool_call>')
-    spans = tool_spans(text)
-    assert text[slice(*spans.box)] == "[10, 20, 300, 400]"
+    spans = spans_of(text)
+    assert text[slice(*spans.argument("box").value)] == "[10, 20, 300, 400]"
+    assert [text[slice(*s)] for s in spans.box_items] == ["10", "20", "300", "400"]
     assert text[slice(*spans.arguments)] == '{"bbox_2d": [10, 20, 300, 400], "source": 0}'
-    assert tool_spans("<answer>yes</answer>").arguments is None
-    broken = tool_spans('<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [1, 2</tool_call>')
-    assert broken.arguments is not None
+    assert text[slice(*spans.argument("view").value)] == "0" and text[slice(*spans.name)] == '"zoom"'
+    assert [text[slice(*s)] for s in spans.think] == ['maybe <tool_call>{"name": "zoom", "arguments": '
+                                                       '{"bbox_2d": [9, 9, 9, 9]}}</tool_call>']
+    answer = "  <think>a</think><answer>yes</answer>"
+    assert answer[slice(*spans_of(answer).action)] == "yes" and spans_of(answer).arguments is None
+
+
+def test_protocol_spans_of_string_arguments_fences_and_aliases():
+    """Arguments sent as a JSON string get their box spans too (the old entropy regexes missed them)."""
+    text = ('<tool_call>```json\n{"name": "image_zoom_in_tool", "parameters": "{\\"bbox_2d\\": [1.5, 2, 3, 4]}"}'
+            '\n```</tool_call>')
+    spans = spans_of(text)
+    assert [text[slice(*s)] for s in spans.box_items] == ["1.5", "2", "3", "4"]
+    # what the parser rejects gets no spans: one grammar, so no tool entropy for it either
+    for bad in ['<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [1, 2</tool_call>',
+                '<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [1, 2, 3, 4]}}</tool_call><answer>a</answer>']:
+        result = parse_action_text(bad, TOOLS, with_spans=True)
+        assert not result.ok and result.spans is None
+
+
+class CharTokenizer:
+    """One token per character (ids are code points): spans map to tokens one to one."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) for i in ids)
+
+    def batch_decode(self, seqs, skip_special_tokens=True):
+        return [self.decode(s) for s in seqs]
+
+
+def test_spans_map_to_tokens():
+    text = '<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [10, 20, 30, 40]}}</tool_call>'
+    ids = [ord(c) for c in text]
+    entropies = [0.1] * len(ids)
+    start = text.index("[10")
+    for i in range(start, start + len("[10, 20, 30, 40]")):
+        entropies[i] = 0.7
+    te = turn_entropy(CharTokenizer(), ids, entropies, spans_of(text))
+    assert te.first_coordinate == start + 1  # the "1" of 10, not the bracket
+    assert sum(te.box_mask) == len("[10, 20, 30, 40]") and te.tool_entropy == pytest.approx(0.7)
+    assert sum(te.argument_mask) == len('{"bbox_2d": [10, 20, 30, 40]}')
+    none = turn_entropy(CharTokenizer(), ids, entropies, None)
+    assert none.tool_entropy is None and none.first_coordinate is None and not any(none.box_mask)
     assert span_mask([(0, 2), (2, 5), (5, 9)], (3, 6)) == [False, True, True]
 
 

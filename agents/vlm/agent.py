@@ -74,7 +74,7 @@ class VLMAgent:
         if self._episodes == 0:
             self.policy.engine.seed(self.policy.sampling.seed)
         self._conv = self.policy.start(env, obs, info, key=self._episodes)
-        self._state = BatchState([self._conv])
+        self._state = BatchState.start([self._conv])
         self._episodes += 1
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:

@@ -1,12 +1,15 @@
 """One episode's conversation: messages, images in context, the exact token sequence, and the trainer record.
 
 The token sequence is a list of :class:`Part` s, alternately env-side (rendered by the chat template, processed with
-their images) and generated (the model's own ids, never re-tokenised). The generation engine reads ``ids``,
-``cached_len`` and ``next_pos`` and feeds what is not yet in its key/value cache.
+their images) and generated (the model's own ids, never re-tokenised). The conversation is a record: parts are only
+appended, except when the image budget changes an image already shown, which bumps ``version``. The generation
+engine (:mod:`agents.vlm.engine`) owns the cursor (how much of the record is in its key/value cache) and re-encodes a
+row whose ``version`` changed. :meth:`Conversation.fork` copies the record for an EVR branch.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -14,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medvr_env import MedVRVQAEnv
+from medvr_env.protocol import parse_action_text
 
 from .budget import ImageBudget, LiveImage
 from .entropy import turn_entropy
@@ -86,7 +90,6 @@ class Conversation:
         self.tokenizer = adapter.tokenizer
         self.eos_ids = frozenset(eos_ids)
         self.max_turns = max_turns
-        self.box_keys = tuple(k for k in (t.argument_with_role("box") for t in base.tools) if k)
         self.slots: list[ImageSlot] = []
         self.parts: list[Part] = []
         self.turns: list[TurnRecord] = []
@@ -94,11 +97,7 @@ class Conversation:
         self.segment = 0
         self.rebuilds = self.evictions = self.downscales = 0
         self.finished, self.stop_reason = False, ""
-        # engine state
-        self.cached_len = 0
-        self.next_pos = 0
-        self.needs_rebuild = False
-        self.turn_ids: list[int] = []  # tokens generated so far this turn (for logits hooks)
+        self.version = 0  # bumped when a part already in the record changes (the engine then re-encodes)
 
         bos = getattr(self.tokenizer, "bos_token_id", None)
         self._bos = [bos] if bos is not None and self.tokenizer("a").input_ids[:1] == [bos] else []
@@ -130,15 +129,16 @@ class Conversation:
         """Every view shown so far -> the size the model saw it at last (the frame of its "pixel" boxes)."""
         return {s.view: s.prepared.shown_size for s in self.slots}
 
-    def uncached(self) -> tuple[list[int], list[dict[str, Any]]]:
-        """Token ids not yet in the engine's cache and the vision inputs of the images among them."""
+    def uncached(self, cached_len: int) -> tuple[list[int], list[dict[str, Any]]]:
+        """Token ids after the first ``cached_len`` (what a cache holding those lacks) and the vision inputs of the
+        images among them."""
         ids, vision, pos = [], [], 0
         for p in self.parts:
             end = pos + len(p.ids)
-            if end > self.cached_len:
-                ids.extend(p.ids[max(0, self.cached_len - pos):])
+            if end > cached_len:
+                ids.extend(p.ids[max(0, cached_len - pos):])
                 if p.vision:
-                    if pos < self.cached_len:
+                    if pos < cached_len:
                         raise RuntimeError("images are split across the cache boundary")
                     vision.append(p.vision)
             pos = end
@@ -148,19 +148,18 @@ class Conversation:
     def add_turn(self, out: TurnOutput) -> dict[str, Any]:
         """Record a generated turn; returns the env action (text plus the entropy channel)."""
         text = self.tokenizer.decode(out.ids, skip_special_tokens=True)
-        te = turn_entropy(self.tokenizer, out.ids, out.entropies, text, self.box_keys or ("bbox_2d",))
+        te = turn_entropy(self.tokenizer, out.ids, out.entropies, self.parse(text).spans)
         live = self.live_slots()
         record = TurnRecord(
             turn=self.turn, text=text, token_ids=list(out.ids), logprobs=list(out.logprobs),
             entropies=list(out.entropies), argument_mask=te.argument_mask, box_mask=te.box_mask,
             entropy=te.entropy, tool_entropy=te.tool_entropy, finish=out.finish,
             context_tokens=sum(len(p.ids) for p in self.parts), views_in_context=[s.view for s in live],
-            shown_sizes=self.shown_sizes(), segment=self.segment,
+            shown_sizes=self.shown_sizes(), segment=self.segment, first_coordinate=te.first_coordinate,
         )
         self.parts.append(Part("gen", list(out.ids), turn=record.turn, logprobs=list(out.logprobs),
                                entropies=list(out.entropies), segment=self.segment))
         self.turns.append(record)
-        self.turn_ids = []
         return {
             "text": text,
             "entropy": te.entropy,
@@ -187,6 +186,30 @@ class Conversation:
         content.append(text_item(self.style.tool_result_close))
         self.messages += [assistant_message(self.turn - 1), {"role": "user", "content": content}]
         self._sync()
+
+    def parse(self, text: str):
+        """The env's own parse of ``text`` with character spans (one grammar for the env and the policy)."""
+        return parse_action_text(text, self.base.tool_names, self.base.max_action_chars, with_spans=True)
+
+    # ------------------------------------------------------------------ fork
+    def fork(self, env: Any, key: Any) -> Conversation:
+        """A copy of this record for an EVR branch, acting in ``env``.
+
+        ``env`` must already hold this conversation's env state (``env.unwrapped.restore(self.base.snapshot())``).
+        Parts, turn records and prepared images are immutable once made and are shared; every container, the image
+        slots (the budget mutates them) and the messages (eviction edits them in place) are copied.
+        """
+        base = env.unwrapped
+        if not isinstance(base, MedVRVQAEnv):
+            raise TypeError(f"the VLM policy acts in MedVR envs, got {type(base).__name__}")
+        child = copy.copy(self)
+        child.env, child.base, child.key = env, base, key
+        child.slots = [copy.copy(s) for s in self.slots]
+        child.parts = list(self.parts)
+        child.turns = list(self.turns)
+        child.closed_segments = list(self.closed_segments)
+        child.messages = copy.deepcopy(self.messages)
+        return child
 
     # ------------------------------------------------------------------ images
     def _label(self, slot: ImageSlot) -> str:
@@ -246,6 +269,7 @@ class Conversation:
         if len(pieces) != len(gen_parts) + 1:
             raise RuntimeError(f"{len(pieces)} prompt pieces for {len(gen_parts)} generated turns")
         rebuilt: list[Part] = []
+        changed = False
         for i, text in enumerate(pieces):
             if i > 0:
                 text = self._strip_end_of_turn(text, gen_parts[i - 1])
@@ -254,7 +278,7 @@ class Conversation:
                 rebuilt.append(env_parts[i])
                 continue
             if i < len(env_parts):
-                self.needs_rebuild = True
+                changed = True
             rebuilt.append(self._process_piece(text, slots, first=i == 0))
         parts: list[Part] = []
         for i, env_part in enumerate(rebuilt):
@@ -262,7 +286,8 @@ class Conversation:
             if i < len(gen_parts):
                 parts.append(gen_parts[i])
         self.parts = parts
-        if self.needs_rebuild:
+        if changed:
+            self.version += 1
             self.rebuilds += 1
 
     def _process_piece(self, text: str, slots: tuple[tuple[int, tuple[int, int]], ...], first: bool) -> Part:

@@ -9,22 +9,19 @@ costs one log-softmax per step on logits the sampler needs anyway: no extra forw
 
 Per turn: ``entropy`` is the mean over the turn's generated tokens; ``tool_entropy`` the mean over the tokens of the
 tool call's box argument (the coordinate tokens), or over all its argument tokens when the call has no box, and
-``None`` when the turn makes no tool call.
+``None`` when the turn makes no tool call. Where the call, its arguments and its box are comes from the protocol
+parser (:mod:`medvr_env.action_spans`): one grammar for the env and the policy; here characters only become tokens.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
-_THINK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
-_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.IGNORECASE | re.DOTALL)
-_ARGUMENTS = re.compile(r'"(?:arguments|parameters)"\s*:\s*')
+from medvr_env.action_spans import ActionSpans
 
 
 def token_stats(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,42 +38,6 @@ def normalised_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.
     scaled = logits.float() / (temperature if temperature > 0 else 1.0)
     logp = torch.log_softmax(scaled, dim=-1)
     return (-(logp.exp() * logp).sum(-1) / math.log(logits.shape[-1])).clamp_(0.0, 1.0)
-
-
-@dataclass(frozen=True)
-class ToolSpans:
-    """Character spans in a turn's text: the tool call's arguments value and its box argument (if any)."""
-
-    arguments: tuple[int, int] | None
-    box: tuple[int, int] | None
-
-
-def tool_spans(text: str, box_keys: Sequence[str] = ("bbox_2d",)) -> ToolSpans:
-    """Spans of the arguments of the tool call the env will execute (the last one outside ``<think>``)."""
-    masked = _THINK.sub(lambda m: " " * len(m.group(0)), text)
-    calls = list(_TOOL_CALL.finditer(masked))
-    if not calls:
-        return ToolSpans(None, None)
-    call = calls[-1]
-    body_start = call.start(1)
-    body = text[body_start : call.end(1)]
-    found = _ARGUMENTS.search(body)
-    if not found:
-        return ToolSpans(None, None)
-    start = found.end()
-    try:
-        _, length = json.JSONDecoder().raw_decode(body[start:])
-        end = start + length
-    except ValueError:
-        end = len(body.rstrip())
-    arguments = (body_start + start, body_start + end)
-    box = None
-    for key in box_keys:
-        m = re.search(r'"%s"\s*:\s*(\[[^\]]*\]?)' % re.escape(key), body[start:end])
-        if m:
-            box = (body_start + start + m.start(1), body_start + start + m.end(1))
-            break
-    return ToolSpans(arguments, box)
 
 
 def token_offsets(tokenizer: Any, ids: Sequence[int]) -> list[tuple[int, int]]:
@@ -109,35 +70,52 @@ def span_mask(offsets: Sequence[tuple[int, int]], span: tuple[int, int] | None) 
 
 @dataclass(frozen=True)
 class TurnEntropy:
+    """A turn's entropy channel and where its tool-call tokens are.
+
+    Attributes:
+        entropy: Mean over the turn's tokens (``None`` for an empty turn).
+        tool_entropy: Mean over the box tokens (all argument tokens when the call has no box); ``None`` without a
+            parsed tool call.
+        argument_mask: Tokens overlapping the call's arguments.
+        box_mask: Tokens overlapping the box argument's value (``[x1, y1, x2, y2]``).
+        first_coordinate: Index of the first token of the box's first number (EVR's fork point), or ``None``.
+    """
+
     entropy: float | None
     tool_entropy: float | None
     argument_mask: list[bool]
     box_mask: list[bool]
+    first_coordinate: int | None = None
 
 
-def turn_entropy(tokenizer: Any, ids: Sequence[int], entropies: Sequence[float], text: str,
-                 box_keys: Sequence[str] = ("bbox_2d",)) -> TurnEntropy:
-    """Turn-level entropy and the tool-argument masks of one generated turn."""
+def turn_entropy(tokenizer: Any, ids: Sequence[int], entropies: Sequence[float],
+                 spans: ActionSpans | None) -> TurnEntropy:
+    """Turn-level entropy and the tool-argument masks of one generated turn.
+
+    ``spans`` is what the protocol parser located in the turn's decoded text
+    (``parse_action_text(text, ..., with_spans=True).spans``); this function only maps characters to tokens.
+    """
     entropy = float(sum(entropies) / len(entropies)) if entropies else None
-    spans = tool_spans(text, box_keys)
-    if spans.arguments is None:
+    if spans is None or spans.arguments is None:
         empty = [False] * len(ids)
         return TurnEntropy(entropy, None, empty, empty)
     offsets = token_offsets(tokenizer, ids)
     arg_mask = span_mask(offsets, spans.arguments)
-    box_mask = span_mask(offsets, spans.box)
+    box = spans.argument("box")
+    box_mask = span_mask(offsets, box.value if box is not None else None)
+    first = None
+    if spans.box_items:
+        first = next((i for i, m in enumerate(span_mask(offsets, spans.box_items[0])) if m), None)
     chosen = box_mask if any(box_mask) else arg_mask
     values = [h for h, m in zip(entropies, chosen) if m]
-    return TurnEntropy(entropy, float(sum(values) / len(values)) if values else None, arg_mask, box_mask)
+    return TurnEntropy(entropy, float(sum(values) / len(values)) if values else None, arg_mask, box_mask, first)
 
 
 __all__ = [
-    "ToolSpans",
     "TurnEntropy",
     "normalised_entropy",
     "span_mask",
     "token_offsets",
     "token_stats",
-    "tool_spans",
     "turn_entropy",
 ]

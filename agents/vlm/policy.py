@@ -23,7 +23,7 @@ import torch
 from medvr_env.boxes import check_format
 
 from .budget import ImageBudget
-from .conversation import Conversation
+from .conversation import Conversation, TurnOutput
 from .engine import BatchState, Engine
 from .entropy import normalised_entropy
 from .loading import LoadedVLM, load_vlm
@@ -148,17 +148,22 @@ class VLMPolicy:
     def play(self, convs: Sequence[Conversation]) -> list[Rollout]:
         """Play started conversations to the end in one batch."""
         self.engine.seed(self.sampling.seed)
-        state = BatchState(list(convs))
+        state = BatchState.start(convs)
         while state.rows:
             logits = self.engine.prefill(state)
             outputs = self.engine.decode_turn(state, logits)
-            for conv, out in zip(state.rows, outputs):
-                action = conv.add_turn(out)
-                _, _, terminated, truncated, _ = conv.env.step(action)
-                conv.add_result(terminated or truncated)
-            self.engine.drop(state, [r for r, conv in enumerate(state.rows) if not conv.finished])
+            for conv, out in zip(state.convs, outputs):
+                self.step(conv, out)
+            self.engine.drop(state, [r for r, conv in enumerate(state.convs) if not conv.finished])
         self.last_stats = dict(state.stats)
         return [conv.to_rollout() for conv in convs]
+
+    @staticmethod
+    def step(conv: Conversation, out: TurnOutput) -> None:
+        """Record a generated turn, send it to the env and record the env's answer."""
+        action = conv.add_turn(out)
+        _, _, terminated, truncated, _ = conv.env.step(action)
+        conv.add_result(terminated or truncated)
 
     # ------------------------------------------------------------------ trainer side
     def model_inputs(self, segment: Segment) -> dict[str, torch.Tensor]:

@@ -7,7 +7,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-# A logits hook sees the rows being generated (objects with ``key``, ``turn`` and ``turn_ids``) and their logits
+# A logits hook sees the rows being generated (the engine's read-only row views, :class:`agents.vlm.engine.RowCursor`,
+# with ``key``, ``turn`` and ``turn_ids``) and their logits
 # (rows x vocab, after temperature) and returns logits to sample from. Entropy and log-probabilities are computed
 # before hooks run, from the model's own distribution.
 LogitsHook = Callable[[Sequence[Any], torch.Tensor], torch.Tensor]

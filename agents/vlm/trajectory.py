@@ -42,6 +42,7 @@ class TurnRecord:
     views_in_context: list[int]  # env views shown as images when the turn began (evicted ones excluded)
     shown_sizes: dict[int, tuple[int, int]]  # view -> (width, height) the model saw it at
     segment: int
+    first_coordinate: int | None = None  # index of the first token of the box's first number (EVR's fork point)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
