@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import gymnasium as gym
 from tqdm.auto import tqdm
@@ -137,6 +137,7 @@ def evaluate(
     progress: bool = True,
     resume: bool = False,
     skip_bad_samples: bool = False,
+    on_episode: Callable[[Episode], None] | None = None,
 ) -> EvalResult:
     """Play one episode per question of ``split`` (the first ``limit`` questions) and score them.
 
@@ -154,6 +155,7 @@ def evaluate(
             episodes (all bundled ones but ``random``) then give the numbers of an uninterrupted run.
         skip_bad_samples: Record a sample whose image cannot be read (:data:`BAD_SAMPLE_ERRORS`)
             as failed, with its reason, and go on; by default it stops the evaluation.
+        on_episode: Called with each episode played, before it is dropped.
 
     Raises:
         Interrupted: On Ctrl-C, carrying the result of the questions that finished (they stay in
@@ -207,6 +209,8 @@ def evaluate(
                 episode = finish_episode(acting, agent, obs, info)
                 record = episode.to_dict()
                 tally.add(episode)
+                if on_episode is not None:
+                    on_episode(episode)
                 del episode, obs, info
             if writer is not None:
                 writer.write(record)
