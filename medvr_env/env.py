@@ -7,19 +7,20 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from . import render as rendering
+from .bounded import MAX_NESTING, bound, json_safe, preview
 from .boxes import box_from_agent, check_format
 from .data.registry import make_dataset
 from .data.sample import VQADataset, format_options
 from .entropy import make_estimator
 from .episode import Episode, StepRecord
-from .errors import ActionError, ErrorCode, ToolError
+from .errors import MAX_MESSAGE_CHARS, ActionError, ErrorCode, ToolError
 from .grading import grade_answer
 from .protocol import DEFAULT_MAX_CHARS, ToolCall, call_from_object, parse_action_text
 from .text import CHARSET, normalize_text
@@ -28,6 +29,12 @@ from .tools import DEFAULT_TOOLS, Tool, ToolContext, ToolResult, resolve_tool, v
 MAX_OPTIONS_LENGTH = 1024
 MAX_FEEDBACK_LENGTH = 256
 STRUCTURED_TEXT_LENGTH = 64
+MAX_VIEW_SIZE_SIDE = 1 << 16
+"""Largest width or height a policy may report in ``view_sizes``."""
+
+UNCERTAINTY_KEYS = ("entropy", "tool_entropy", "token_entropies")
+METADATA_KEYS = frozenset((*UNCERTAINTY_KEYS, "view_sizes"))
+"""Keys of a text or call dict that report on the action rather than being it (outside the length limit)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,16 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
       views at other sizes than delivered (a VLM processor resized them) adds ``"view_sizes": {index: [w, h]}``,
       and ``"pixel"`` boxes are read on those sizes.
     - **call**: ``{"name": "zoom", "arguments": {"bbox_2d": [...], "source": 0}}``, boxes in ``bbox_format``.
+      It may carry the same ``entropy``, ``tool_entropy``, ``token_entropies`` and ``view_sizes`` fields.
+
+    Every field is untrusted input, checked before anything else reads it, and a bad one is an
+    error code, never an exception (:mod:`medvr_env.bounded`). One length limit holds on every path:
+    ``max_action_chars`` (default 8,192) characters of the stripped text, or of the JSON text of a call
+    dict or structured action (the uncertainty fields and ``view_sizes`` excepted) -> ``text_too_long``.
+    Lists and dicts nest at most 32 levels (``nested_too_deep``); dict keys are strings and values are
+    JSON values, numpy scalars or arrays (else ``not_json``); ``view_sizes`` must map existing view
+    indices to two whole numbers in [1, 65536] (``bad_view_sizes``). Uncertainty fields that are not a
+    finite number (or a list of at most ``max_action_chars`` of them) count as not reported.
 
     ## Observation Space
 
@@ -261,14 +278,14 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
         if episode.stop_reason:
             raise RuntimeError(f"the episode has ended ({episode.stop_reason}); call reset() first")
 
-        raw, call, bbox_format, reported, error = self._decode(action)
+        raw, call, bbox_format, reported, shown, error = self._decode(action)
         entropy, source = self._entropy(reported, episode)
         result = ToolResult()
         if error is None:
             tool = self._tools[call.name]
             args, error = validate_arguments(type(tool), call.arguments)
             if error is None:
-                result, error = self._apply(tool, args, bbox_format, episode, _view_sizes(action))
+                result, error = self._apply(tool, args, bbox_format, episode, shown)
 
         terms = {"accuracy": 0.0, "format": 0.0, "tool": 0.0, "cost": -self.step_cost}
         grade = None
@@ -280,7 +297,8 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
             terms["accuracy"] = float(grade.score)
         feedback = f"Error ({error.code.value}): {error.message}" if error else result.feedback
         episode.steps.append(
-            _record(episode, raw, call, error, result, entropy, source, reported, terms, feedback)
+            _record(episode, raw, call, error, result, entropy, source, reported, terms, feedback,
+                    self.max_action_chars)
         )
 
         terminated = result.answer is not None
@@ -341,57 +359,84 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
         self._options = normalize_text(format_options(sample.options), MAX_OPTIONS_LENGTH)
 
     # ------------------------------------------------------------ internals
-    def _decode(self, action: Any) -> tuple[str, ToolCall | None, str, dict[str, Any], ActionError | None]:
-        """Turn any accepted action form into a call; returns (raw, call, bbox_format, reported entropy, error)."""
-        reported: dict[str, Any] = {}
-        if isinstance(action, dict) and "text" in action and "tool" not in action and "name" not in action:
-            reported = _reported_uncertainty(action)
-            action = action["text"]
+    def _decode(self, action: Any) -> _Decoded:
+        """Turn any accepted action form into a call, checking every field as untrusted input; never raises."""
         if isinstance(action, str):
             parsed = parse_action_text(action, self.tool_names, self.max_action_chars)
-            return action[: self.max_action_chars], parsed.call, self.bbox_format, reported, parsed.error
+            return _Decoded(action[: self.max_action_chars], parsed.call, self.bbox_format, {}, {}, parsed.error)
         if isinstance(action, dict) and "name" in action:
-            reported = _reported_uncertainty(action)
-            raw = _json_or_repr({"name": action.get("name"), "arguments": action.get("arguments")})
-            parsed = call_from_object(action, "", self.tool_names)
-            return raw, parsed.call, self.bbox_format, reported, parsed.error
+            return self._decode_call(action)
         if isinstance(action, dict) and "tool" in action:
             return self._decode_structured(action)
-        return (
-            _json_or_repr(action),
-            None,
-            self.bbox_format,
-            reported,
-            ActionError(ErrorCode.MALFORMED_ACTION, "an action is a structured dict, a tool-call dict or protocol text"),
-        )
+        if isinstance(action, dict) and "text" in action:
+            return self._decode_text_dict(action)
+        raw = _dump(bound(action, self.max_action_chars).value)
+        error = ActionError(ErrorCode.MALFORMED_ACTION, "an action is a structured dict, a tool-call dict or protocol text")
+        return _Decoded(raw, None, self.bbox_format, {}, {}, error)
 
-    def _decode_structured(self, action: dict[str, Any]):
-        raw = _json_or_repr(action)
-        entropy = action.get("entropy")
-        reported = {"entropy": _finite_unit(entropy)}
-        try:
-            index = int(action["tool"])
-        except (TypeError, ValueError, OverflowError):
-            index = -1
-        if not 0 <= index < len(self.tool_names):
-            err = ActionError(ErrorCode.MALFORMED_ACTION, f"'tool' must be an index in [0, {len(self.tool_names)})")
-            return raw, None, "norm", reported, err
+    def _decode_text_dict(self, action: dict[Any, Any]) -> _Decoded:
+        """``{"text": ..., "entropy": ..., "view_sizes": ...}``: protocol text with the policy's reports."""
+        limit = self.max_action_chars
+        reported = _reported_uncertainty(action, limit)
+        text = action["text"]
+        others = bound(action, limit, skip=METADATA_KEYS | {"text"})  # any further keys
+        if not isinstance(text, str) or others.error is not None:
+            raw = _dump(bound(action, limit, skip=METADATA_KEYS).value)
+            error = others.error or ActionError(
+                ErrorCode.MALFORMED_ACTION, f"'text' must be a string, got {type(text).__name__}"
+            )
+            return _Decoded(raw, None, self.bbox_format, reported, {}, error)
+        shown, error = _view_sizes(action.get("view_sizes"), len(self.episode.views))
+        parsed = parse_action_text(text, self.tool_names, limit)
+        return _Decoded(text[:limit], parsed.call, self.bbox_format, reported, shown, error or parsed.error)
+
+    def _decode_call(self, action: dict[Any, Any]) -> _Decoded:
+        """``{"name": ..., "arguments": {...}}`` plus the policy's reports."""
+        limit = self.max_action_chars
+        reported = _reported_uncertainty(action, limit)
+        checked = bound(action, limit, skip=METADATA_KEYS, what="the tool call")
+        raw = _dump(checked.value)
+        if checked.error is not None:
+            return _Decoded(raw, None, self.bbox_format, reported, {}, checked.error)
+        shown, error = _view_sizes(action.get("view_sizes"), len(self.episode.views))
+        if error is not None:
+            return _Decoded(raw, None, self.bbox_format, reported, {}, error)
+        payload = {k: v for k, v in action.items() if k not in METADATA_KEYS}
+        parsed = call_from_object(payload, "", self.tool_names, limit)
+        return _Decoded(raw, parsed.call, self.bbox_format, reported, shown, parsed.error)
+
+    def _decode_structured(self, action: dict[Any, Any]) -> _Decoded:
+        """An action of ``action_space``: tool index, box as 0-1 fractions, view index, text, entropy."""
+        checked = bound(action, self.max_action_chars, what="the structured action")
+        raw = _dump(checked.value)
+        reported = {"entropy": _finite_unit(action.get("entropy"))}
+
+        def refuse(message: str) -> _Decoded:
+            return _Decoded(raw, None, "norm", reported, {}, ActionError(ErrorCode.MALFORMED_ACTION, message))
+
+        if checked.error is not None:
+            return _Decoded(raw, None, "norm", reported, {}, checked.error)
+        index = _as_index(action["tool"], len(self.tool_names))
+        if index is None:
+            return refuse(f"'tool' must be an integer in [0, {len(self.tool_names)})")
         tool = self._tools[self.tool_names[index]]
         args: dict[str, Any] = {}
         for role, key in (("box", "bbox"), ("view", "view"), ("text", "text")):
             name = tool.argument_with_role(role)
-            if name is not None and action.get(key) is not None:
-                value = action[key]
+            if name is None or action.get(key) is None:
+                continue
+            value = action[key]
+            if role == "box":
                 try:
-                    if role == "box":
-                        value = [float(v) for v in np.asarray(value, dtype=np.float64).ravel()]
-                    elif role == "view":
-                        value = int(value)
+                    value = [float(v) for v in np.asarray(value, dtype=np.float64).ravel()]
                 except (TypeError, ValueError, OverflowError):
-                    err = ActionError(ErrorCode.MALFORMED_ACTION, f"'{key}' does not fit the action space")
-                    return raw, None, "norm", reported, err
-                args[name] = value
-        return raw, ToolCall(tool.name, args), "norm", reported, None
+                    return refuse("'bbox' must be 4 numbers [x1, y1, x2, y2], fractions 0-1 of the view")
+            elif role == "view":
+                value = _as_index(value, self.max_steps + 1)
+                if value is None:
+                    return refuse(f"'view' must be an integer in [0, {self.max_steps}]")
+            args[name] = value
+        return _Decoded(raw, ToolCall(tool.name, args), "norm", reported, {}, None)
 
     def _apply(self, tool: Tool, args: dict[str, Any], bbox_format: str, episode: Episode, shown=None):
         """Resolve view and box arguments, then run the tool; never raises.
@@ -418,11 +463,16 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
                     min_side=self.min_box_side,
                     max_aspect=self.max_aspect_ratio,
                 )
-            return tool.apply(episode, args, self._ctx), None
+            result = tool.apply(episode, args, self._ctx)
         except ToolError as exc:
             return ToolResult(), exc.error
         except Exception as exc:  # a buggy tool must not end a training run
-            return ToolResult(), ActionError(ErrorCode.TOOL_FAILED, f"{tool.name} failed: {type(exc).__name__}: {exc}")
+            return ToolResult(), ActionError(ErrorCode.TOOL_FAILED, f"{tool.name} failed: {type(exc).__name__}: "
+                                                                   f"{_exception_text(exc)}")
+        problem = _result_problem(result)
+        if problem:
+            return ToolResult(), ActionError(ErrorCode.TOOL_FAILED, f"{tool.name} returned {problem}")
+        return result, None
 
     def _entropy(self, reported: dict[str, Any], episode: Episode) -> tuple[float | None, str | None]:
         value = _finite_unit(reported.get("entropy"))
@@ -487,16 +537,22 @@ def _merge_dataset_kwargs(dataset_kwargs: dict[str, Any] | None, selection: dict
     return merged
 
 
-def _record(episode, raw, call, error, result, entropy, source, reported, terms, feedback):
-    token_entropies = reported.get("token_entropies")
-    try:
-        token_entropies = tuple(_finite_unit(v) for v in token_entropies) if token_entropies is not None else None
-    except TypeError:  # not iterable
-        token_entropies = None
+class _Decoded(NamedTuple):
+    """An action after decoding: what the record keeps, the call (or the error) and the policy's reports."""
+
+    raw: str
+    call: ToolCall | None
+    bbox_format: str
+    reported: dict[str, Any]
+    shown: dict[int, tuple[int, int]]  # view_sizes: the frame of "pixel" boxes per view
+    error: ActionError | None
+
+
+def _record(episode, raw, call, error, result, entropy, source, reported, terms, feedback, limit):
     return StepRecord(
         step=episode.num_steps + 1,
         raw=raw,
-        call=call.to_dict() if call is not None else None,
+        call=json_safe(call.to_dict(), limit, MAX_NESTING) if call is not None else None,
         tool=call.name if call is not None and error is None else None,
         error={"code": error.code.value, "message": error.message} if error else None,
         applied_box=result.applied_box.as_list() if result.applied_box is not None else None,
@@ -504,48 +560,130 @@ def _record(episode, raw, call, error, result, entropy, source, reported, terms,
         current_view=episode.current_view,
         entropy=entropy,
         entropy_source=source,
-        tool_entropy=_finite_unit(reported.get("tool_entropy")),
-        token_entropies=token_entropies,
+        tool_entropy=reported.get("tool_entropy"),
+        token_entropies=reported.get("token_entropies"),
         reward_terms=dict(terms),
         feedback=feedback,
         answer=result.answer,
     )
 
 
-def _view_sizes(action: Any) -> dict[int, tuple[int, int]]:
-    """``action["view_sizes"]`` of a text or call dict: {view index: (width, height) the policy saw it at}."""
-    raw = action.get("view_sizes") if isinstance(action, dict) and "tool" not in action else None
-    if not raw:
-        return {}
+def _view_sizes(raw: Any, n_views: int) -> tuple[dict[int, tuple[int, int]], ActionError | None]:
+    """``view_sizes`` of a text or call dict, checked: {view index: (width, height) the policy saw it at}.
+
+    Accepted: a dict of view index (int, or a string of digits as JSON keys are) to ``[width, height]``,
+    or a list of ``[width, height]`` by view index; sizes are whole numbers in [1, MAX_VIEW_SIZE_SIDE].
+    """
+    if raw is None:
+        return {}, None
+
+    def bad(message: str) -> tuple[dict[int, tuple[int, int]], ActionError]:
+        return {}, ActionError(ErrorCode.BAD_VIEW_SIZES, f"view_sizes {message}")
+
+    if isinstance(raw, dict):
+        items = raw.items()
+    elif isinstance(raw, (list, tuple)):
+        items = enumerate(raw)
+    else:
+        return bad(f"must be {{view index: [width, height]}} or a list of [width, height], got {_type_name(raw)}")
+    if len(raw) > n_views:
+        return bad(f"has {len(raw)} entries but the episode has {n_views} views")
     out: dict[int, tuple[int, int]] = {}
-    for key, size in raw.items() if isinstance(raw, dict) else enumerate(raw):
-        try:
-            index, (w, h) = int(key), (int(v) for v in size)
-        except (TypeError, ValueError):
-            continue
-        if w > 0 and h > 0:
-            out[index] = (w, h)
-    return out
+    for key, size in items:
+        index = _as_index(key, n_views)
+        if index is None and isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 9:
+            index = _as_index(int(key), n_views)
+        if index is None:
+            return bad(f"key {preview(key)} is not the index of a view (0..{n_views - 1})")
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            return bad(f"[{index}] must be [width, height], got {preview(size)}")
+        w, h = (_as_index(v, MAX_VIEW_SIZE_SIDE + 1) for v in size)
+        if not w or not h:
+            return bad(f"[{index}] = {preview(size)}: width and height are whole numbers in [1, {MAX_VIEW_SIZE_SIDE}]")
+        out[index] = (w, h)
+    return out, None
 
 
-def _reported_uncertainty(action: dict[str, Any]) -> dict[str, Any]:
-    """The uncertainty fields a text or call-dict action may carry."""
-    return {k: action.get(k) for k in ("entropy", "tool_entropy", "token_entropies")}
+def _as_index(value: Any, n: int) -> int | None:
+    """``value`` as an integer in ``[0, n)``: an int, a numpy integer or an integral float (not a bool); else None."""
+    if isinstance(value, np.ndarray) and value.shape in ((), (1,)):
+        value = value.reshape(()).item()
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        value = int(value)
+    elif isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        value = int(value)
+    else:
+        return None
+    return value if 0 <= value < n else None
+
+
+def _reported_uncertainty(action: dict[Any, Any], limit: int) -> dict[str, Any]:
+    """The uncertainty a text or call dict reports; what is not a finite number counts as not reported."""
+    return {
+        "entropy": _finite_unit(action.get("entropy")),
+        "tool_entropy": _finite_unit(action.get("tool_entropy")),
+        "token_entropies": _token_entropies(action.get("token_entropies"), limit),
+    }
+
+
+def _token_entropies(value: Any, limit: int) -> tuple[float | None, ...] | None:
+    """One value per generated token: a list, tuple or 1-D array of at most ``limit`` numbers."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1 or value.size > limit:
+            return None
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or len(value) > limit:
+        return None
+    return tuple(_finite_unit(v) for v in value)
 
 
 def _finite_unit(value: Any) -> float | None:
-    """``value`` as a float clipped to [0, 1], or ``None`` when absent or not a finite number."""
-    if value is None:
+    """``value`` as a float clipped to [0, 1], or ``None`` when absent or not a finite real number.
+
+    A number may come wrapped once or twice in a one-element list or array (``[0.4]``, ``np.array([0.4])``).
+    """
+    for _ in range(3):
+        if isinstance(value, np.ndarray):
+            if value.size != 1:
+                return None
+            value = value.reshape(-1)[0]
+        elif isinstance(value, (list, tuple)):
+            if len(value) != 1:
+                return None
+            value = value[0]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         return None
     try:
-        value = float(np.asarray(value, dtype=np.float64).ravel()[0])
-    except (TypeError, ValueError, IndexError, OverflowError):
+        value = float(value)
+    except OverflowError:  # an int too large for a float
         return None
     return min(max(value, 0.0), 1.0) if math.isfinite(value) else None
 
 
-def _json_or_repr(obj: Any) -> str:
+def _result_problem(result: Any) -> str:
+    """What is wrong with a tool's return value, or "" (a user tool's bug becomes TOOL_FAILED)."""
+    if not isinstance(result, ToolResult):
+        return f"a {_type_name(result)}, not a ToolResult"
+    if not isinstance(result.feedback, str):
+        return f"feedback that is a {_type_name(result.feedback)}, not a string"
+    if result.answer is not None and not isinstance(result.answer, str):
+        return f"an answer that is a {_type_name(result.answer)}, not a string"
+    return ""
+
+
+def _exception_text(exc: BaseException) -> str:
     try:
-        return json.dumps(obj, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else repr(o))
-    except (TypeError, ValueError):
-        return repr(obj)
+        return str(exc)[:MAX_MESSAGE_CHARS]
+    except Exception:  # an exception whose __str__ fails
+        return "(no message)"
+
+
+def _type_name(obj: Any) -> str:
+    return getattr(type(obj), "__name__", "object")
+
+
+def _dump(value: Any) -> str:
+    """JSON text of a value :func:`~medvr_env.bounded.bound` already made safe."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)

@@ -3,6 +3,9 @@
 Every malformed action maps to exactly one code. The code goes to ``info["error"]``,
 a short message to the next observation's ``feedback`` text, and a format penalty to
 ``info["reward_terms"]["format"]``. The env never raises on an agent's action.
+
+Messages are cut to :data:`MAX_MESSAGE_CHARS` characters, so an error can always be shown
+to the agent and stored in the episode record.
 """
 
 from __future__ import annotations
@@ -10,13 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+MAX_MESSAGE_CHARS = 512
+
 
 class ErrorCode(str, Enum):
     """Why an action was rejected. Values are stable strings (safe to log and compare)."""
 
+    # Any action path
+    TEXT_TOO_LONG = "text_too_long"  # over max_action_chars: the text, or the JSON text of a dict action
+    NESTED_TOO_DEEP = "nested_too_deep"  # lists / dicts nested deeper than medvr_env.bounded.MAX_NESTING
+    NOT_JSON = "not_json"  # a value JSON cannot carry: a non-string dict key, bytes, a set, an object
     # The text protocol
     EMPTY_ACTION = "empty_action"
-    TEXT_TOO_LONG = "text_too_long"
     NO_ACTION_TAG = "no_action_tag"
     UNCLOSED_TAG = "unclosed_tag"
     TOOL_CALL_AND_ANSWER = "tool_call_and_answer"
@@ -38,6 +46,7 @@ class ErrorCode(str, Enum):
     BOX_OUTSIDE_VIEW = "box_outside_view"
     # Views and tools
     BAD_VIEW_INDEX = "bad_view_index"
+    BAD_VIEW_SIZES = "bad_view_sizes"  # "view_sizes" of a text or call dict is not {view index: [width, height]}
     TOOL_FAILED = "tool_failed"
     MALFORMED_ACTION = "malformed_action"
 
@@ -48,6 +57,10 @@ class ActionError:
 
     code: ErrorCode
     message: str
+
+    def __post_init__(self) -> None:
+        if len(self.message) > MAX_MESSAGE_CHARS:
+            object.__setattr__(self, "message", self.message[: MAX_MESSAGE_CHARS - 3] + "...")
 
     def __str__(self) -> str:
         return f"{self.code.value}: {self.message}"

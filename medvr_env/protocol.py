@@ -25,10 +25,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from .action_spans import ActionSpans, locate_spans
+from .bounded import MAX_ACTION_CHARS, bound
 from .errors import ActionError, ErrorCode
 from .tools.base import ROLE_KEY, Tool, canonical_tool_name, registered_tools
 
-DEFAULT_MAX_CHARS = 8192
+DEFAULT_MAX_CHARS = MAX_ACTION_CHARS  # the one action length limit (medvr_env.bounded), under its older name
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.IGNORECASE | re.DOTALL)
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.IGNORECASE | re.DOTALL)
@@ -126,13 +127,13 @@ def _parse_action_text(text: Any, enabled: Iterable[str], max_chars: int) -> Par
     if answers:
         return _resolve("answer", {"text": answers[-1].strip()}, think, enabled)
     if calls:
-        return _parse_call(calls[-1], think, enabled)
+        return _parse_call(calls[-1], think, enabled, max_chars)
     if thoughts:
         return _resolve("think", {"text": think}, think, enabled)
     return _fail(ErrorCode.NO_ACTION_TAG, "wrap reasoning in <think></think>, then use <tool_call> or <answer>")
 
 
-def _parse_call(body: str, think: str, enabled: set[str]) -> ParseResult:
+def _parse_call(body: str, think: str, enabled: set[str], max_chars: int) -> ParseResult:
     body = body.strip()
     fenced = _FENCE.match(body)
     if fenced:
@@ -143,12 +144,20 @@ def _parse_call(body: str, think: str, enabled: set[str]) -> ParseResult:
         return _fail(ErrorCode.NON_FINITE, f"the tool call contains {exc}; numbers must be finite")
     except (ValueError, RecursionError) as exc:
         return _fail(ErrorCode.BAD_JSON, f"the tool call is not valid JSON ({str(exc)[:80]})")
-    return call_from_object(obj, think, enabled)
+    return call_from_object(obj, think, enabled, max_chars)
 
 
-def call_from_object(obj: Any, think: str, enabled: Iterable[str]) -> ParseResult:
-    """A call from a decoded tool-call object ``{"name": ..., "arguments": {...}}`` (JSON text or a Python dict)."""
+def call_from_object(obj: Any, think: str, enabled: Iterable[str], max_chars: int = MAX_ACTION_CHARS) -> ParseResult:
+    """A call from a decoded tool-call object ``{"name": ..., "arguments": {...}}`` (JSON text or a Python dict).
+
+    The object is first checked as untrusted input (:func:`~medvr_env.bounded.bound`): at most ``max_chars``
+    characters of JSON (``TEXT_TOO_LONG``), nesting within ``MAX_NESTING`` (``NESTED_TOO_DEEP``), JSON values
+    and string keys only (``NOT_JSON``).
+    """
     enabled = set(enabled)
+    checked = bound(obj, max_chars, what="the tool call")
+    if checked.error is not None:
+        return ParseResult(error=checked.error)
     if not isinstance(obj, dict):
         return _fail(ErrorCode.NOT_AN_OBJECT, 'the tool call must be a JSON object {"name": ..., "arguments": {...}}')
     name = obj.get("name")
@@ -162,6 +171,9 @@ def call_from_object(obj: Any, think: str, enabled: Iterable[str]) -> ParseResul
             return _fail(ErrorCode.NON_FINITE, f"the arguments contain {exc}; numbers must be finite")
         except (ValueError, RecursionError):
             return _fail(ErrorCode.BAD_ARGUMENTS, '"arguments" is a string that is not valid JSON')
+        checked = bound(args, max_chars, what='"arguments"')
+        if checked.error is not None:
+            return ParseResult(error=checked.error)
     if args is None:
         args = {}
     if not isinstance(args, dict):

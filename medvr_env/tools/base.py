@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
+from ..bounded import preview
 from ..boxes import Box
 from ..episode import Episode, View
 from ..errors import ActionError, ErrorCode, ToolError
@@ -211,16 +212,16 @@ def _check_value(where: str, value: Any, spec: dict[str, Any]) -> tuple[Any, Act
         return items, None
     if kind in _JSON_TYPES and not isinstance(value, _JSON_TYPES[kind]):
         return None, ActionError(ErrorCode.WRONG_TYPE, f"{where} must be a {kind}, got {_describe(value)}")
-    if "enum" in spec and value not in spec["enum"]:
-        return None, ActionError(ErrorCode.OUT_OF_RANGE, f"{where} must be one of {spec['enum']}, got {value!r}")
+    if "enum" in spec and not (isinstance(value, (str, int, float, type(None))) and value in spec["enum"]):
+        return None, ActionError(ErrorCode.OUT_OF_RANGE, f"{where} must be one of {spec['enum']}, got {preview(value)}")
     if kind == "string" and len(value) > spec.get("maxLength", math.inf):
         return None, ActionError(ErrorCode.OUT_OF_RANGE, f"{where} is longer than {spec['maxLength']} characters")
     return value, None
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40]}"
+    """Type and a short excerpt of an argument value, for a message (bounded, whatever the value is)."""
+    return f"{type(value).__name__} {preview(value)}"
 
 
 __all__ = [
