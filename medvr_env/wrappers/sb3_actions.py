@@ -21,6 +21,14 @@ tools:
 concatenated) and put the same array in ``info["action_mask"]``; the env's per-tool
 mask stays available as ``info["tool_mask"]``.
 
+Actions that are not elements of the space (``1.7``, ``inf``, ``10**5000``, ``True``, a string,
+the wrong shape, out of range) raise :class:`InvalidActionError`, a ``ValueError`` naming the
+space and the value, before anything is played. Unlike the env's own action paths, where a bad
+action is an error code the agent is penalised for, these encodings are produced by code whose
+output space *is* the action space (an SB3 policy), so such a value is a bug in that code and
+is refused loudly rather than truncated (``1.7`` never plays action 1). Integral floats such as
+``2.0`` are accepted as the integer they equal.
+
 Running out of steps (``info["stop_reason"] == "max_steps"``) is reported as
 ``terminated``, not ``truncated`` (``budget_is_terminal=True``, the default). The step
 budget is part of the observation (``obs["step"]``), so it is a terminal state of the
@@ -44,11 +52,51 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import RecordConstructorArgs
 
+from ..bounded import preview
 from ..data.sample import Sample, option_letter
 from ..grading import normalize_answer
 from ..tools import Tool
 
 REGION, ANSWER, PLAIN = "region", "answer", "plain"
+
+
+class InvalidActionError(ValueError):
+    """An action given to an SB3 action wrapper that is not an element of its action space (a caller's bug)."""
+
+
+def integer_action(action: Any, space: spaces.Space, shapes: Sequence[tuple[int, ...]], what: str) -> np.ndarray:
+    """``action`` as an int64 array of one of ``shapes``, or :class:`InvalidActionError` naming ``space``.
+
+    Accepts Python and numpy integers and integral floats; refuses booleans, fractions,
+    non-finite numbers, strings, objects and integers beyond int64 (range checks are the caller's).
+    """
+
+    def refuse(why: str) -> InvalidActionError:
+        return InvalidActionError(f"{preview(action, 80)} is not an action of {space}: {why}; {what}")
+
+    if isinstance(action, (str, bytes, dict)) or action is None:
+        raise refuse(f"got a {type(action).__name__}")
+    try:
+        arr = np.asarray(action)
+    except Exception:  # ragged nesting, or an object numpy cannot take
+        raise refuse("not an array of integers") from None
+    if arr.shape not in shapes:
+        raise refuse(f"shape {arr.shape}, expected {' or '.join(str(s) for s in shapes)}")
+    if arr.dtype.kind in "iu":
+        if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise refuse("an integer beyond int64")
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise refuse("not finite")
+        if not np.all(arr == np.floor(arr)):
+            raise refuse("not whole numbers")
+        if arr.size and np.abs(arr).max() >= 2.0**63:
+            raise refuse("an integer beyond int64")
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "b":
+        raise refuse("booleans, not integers")
+    raise refuse(f"elements of dtype {arr.dtype}, not integers")
 
 
 def answer_vocabulary(dataset: Any) -> tuple[str, ...]:
@@ -300,13 +348,11 @@ class MultiDiscreteActions(_FlatActions):
         self.action_space = spaces.MultiDiscrete([c.n_tools, c.n_regions, c.n_answers])
 
     def action(self, action: Any) -> dict[str, Any]:
-        arr = np.asarray(action).reshape(-1)
-        if arr.shape != (3,) or not np.all(np.isfinite(arr.astype(np.float64))):
-            raise ValueError(f"a MultiDiscrete MedVR action is [tool, region, answer], got {action!r}")
+        arr = integer_action(action, self.action_space, [(3,)], "a MultiDiscrete MedVR action is [tool, region, answer]")
         tool, region, answer = (int(v) for v in arr)
         c = self.codec
         if not (0 <= tool < c.n_tools and 0 <= region < c.n_regions and 0 <= answer < c.n_answers):
-            raise ValueError(f"action {arr.tolist()} is outside {self.action_space}")
+            raise InvalidActionError(f"action {arr.tolist()} is outside {self.action_space} ([tool, region, answer])")
         return self.codec.structured(tool, region, answer)
 
     def action_masks(self) -> np.ndarray:
@@ -359,12 +405,10 @@ class DiscreteActions(_FlatActions):
         return out
 
     def action(self, action: Any) -> dict[str, Any]:
-        try:
-            index = int(np.asarray(action).reshape(()))
-        except (TypeError, ValueError):
-            raise ValueError(f"a Discrete MedVR action is one integer, got {action!r}") from None
+        index = int(integer_action(action, self.action_space, [(), (1,)], "a Discrete MedVR action is one integer")
+                    .reshape(()))
         if not 0 <= index < len(self.table):
-            raise ValueError(f"action {index} is outside {self.action_space}")
+            raise InvalidActionError(f"action {index} is outside {self.action_space}")
         return self.codec.structured(*(int(v) for v in self.table[index]))
 
     def action_masks(self) -> np.ndarray:
@@ -377,4 +421,12 @@ class DiscreteActions(_FlatActions):
         )
 
 
-__all__ = ["ActionCodec", "DiscreteActions", "MultiDiscreteActions", "answer_vocabulary", "grid_regions"]
+__all__ = [
+    "ActionCodec",
+    "DiscreteActions",
+    "InvalidActionError",
+    "MultiDiscreteActions",
+    "answer_vocabulary",
+    "grid_regions",
+    "integer_action",
+]
