@@ -1,0 +1,99 @@
+"""Reward functions for GRPO on MedVR rollouts: accuracy, format and the CCA tool reward.
+
+``R = w_acc·R_acc + w_format·R_format + w_tool·1[R_acc > 0]·R_tool`` (``docs/reference/method.md`` §4.1). TRL calls
+each function with the whole local batch, ``f(prompts=, completions=, completion_ids=, **columns)``, where the
+columns include what :class:`~agents.train.trainer.MedVRGRPOTrainer` attached to each sample:
+
+- ``episode``: the env's :class:`~medvr_env.episode.Episode` record of the trajectory (grade, steps, looks);
+- ``group``: the group id (one per prompt; all of a group's members sit in the same process, in order);
+- ``accuracy`` (the grade's score), ``well_formed`` (no invalid action and an answer), ``looked``, ``branched``.
+
+Each function returns one float per sample. The tool reward needs whole groups (CCA votes over a group's correct
+trajectories); :func:`groups_of` checks that every group it is given is complete and contiguous. This module
+imports neither torch nor TRL.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from .config import CCASettings
+
+
+def groups_of(group: Sequence[int], size: int | None = None) -> list[range]:
+    """Index ranges of each group in a batch whose ``group`` ids come in contiguous runs.
+
+    Raises ``ValueError`` if a group id appears in two runs, or a run is not ``size`` long (a group split across
+    processes, or a sampler that interleaves groups).
+    """
+    runs: list[range] = []
+    seen: set[int] = set()
+    start = 0
+    for i in range(1, len(group) + 1):
+        if i == len(group) or group[i] != group[start]:
+            gid = group[start]
+            if gid in seen:
+                raise ValueError(f"group {gid} appears in two separate runs of the batch; groups must be contiguous")
+            seen.add(gid)
+            runs.append(range(start, i))
+            start = i
+    if size is not None:
+        bad = [(group[r.start], len(r)) for r in runs if len(r) != size]
+        if bad:
+            raise ValueError(
+                f"incomplete groups in this process's batch (group id, members): {bad}; expected {size} each. "
+                f"A group was split across processes: make per_device_train_batch_size x steps_per_generation a "
+                f"multiple of num_generations"
+            )
+    return runs
+
+
+def accuracy_reward(completions: Sequence[Any], accuracy: Sequence[float], **_: Any) -> list[float]:
+    """``R_acc``: the env's grade score (1 for a correct answer, 0 otherwise; open answers may give recall)."""
+    return [float(a) for a in accuracy]
+
+
+def make_format_reward(penalty: float) -> Callable[..., list[float]]:
+    """``R_format``: ``penalty`` for an ill-formed trajectory (an invalid action, or no answer at all), else 0."""
+
+    def format_reward(completions: Sequence[Any], well_formed: Sequence[bool], **_: Any) -> list[float]:
+        return [0.0 if ok else float(penalty) for ok in well_formed]
+
+    return format_reward
+
+
+def make_tool_reward(settings: CCASettings, group_size: int) -> Callable[..., list[float]]:
+    """``1[R_acc > 0]·R_tool``: CCA's consensus credit per group (:mod:`agents.credit`), or 0 when CCA is off."""
+
+    def tool_reward(completions: Sequence[Any], episode: Sequence[Any], group: Sequence[int],
+                    accuracy: Sequence[float], **_: Any) -> list[float]:
+        if not settings.enabled:
+            return [0.0] * len(completions)
+        from agents.credit import consensus_credit  # imported lazily: the credit package is optional here
+
+        out = [0.0] * len(completions)
+        for run in groups_of(group, group_size):
+            credit = consensus_credit([episode[i] for i in run], eta=settings.eta, grid=settings.grid,
+                                      min_correct=settings.min_correct)
+            for i, value in zip(run, _tool_values(credit)):
+                out[i] = float(value) if accuracy[i] > 0 else 0.0
+        return out
+
+    return tool_reward
+
+
+def _tool_values(credit: Any) -> list[float]:
+    """The per-member ``R_tool`` from what :func:`agents.credit.consensus_credit` returns."""
+    members = getattr(credit, "members", credit)
+    return [float(getattr(m, "r_tool", getattr(m, "reward", m))) for m in members]
+
+
+def reward_functions(rewards: Any, cca: CCASettings, group_size: int) -> tuple[list[Callable], list[float]]:
+    """The three reward functions (named ``accuracy``, ``format``, ``tool`` in TRL's logs) and their weights."""
+    funcs = [accuracy_reward, make_format_reward(rewards.format_penalty), make_tool_reward(cca, group_size)]
+    for func, name in zip(funcs, ("accuracy", "format", "tool")):
+        func.__name__ = name
+    return funcs, [rewards.accuracy, rewards.format, rewards.tool]
+
+
+__all__ = ["accuracy_reward", "groups_of", "make_format_reward", "make_tool_reward", "reward_functions"]

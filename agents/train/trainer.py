@@ -1,0 +1,258 @@
+"""MedVRGRPOTrainer: TRL's GRPOTrainer, with groups played by the MedVR VLM policy in MedVR envs.
+
+TRL 1.16's public ``rollout_func`` cannot carry images the env inserts mid-episode (zoom crops): the loss forward
+would see placeholders without pixels (``docs/reference/trainers.md`` §1.4). This subclass overrides the private
+``_generate`` instead and returns, per sample, every image in placeholder order; with a (no-op) tool registered,
+TRL then builds the loss forward's ``pixel_values``/``image_grid_thw`` from those images. What we add:
+
+- **Rollouts.** Each group of ``num_generations`` rows (one dataset sample) is played by
+  :class:`agents.vlm.VLMPolicy` in pooled envs reset to that sample; with EVR on, the group comes from
+  ``policy.rollout_group`` (branches share the parent's prefix), otherwise from independent rollouts.
+- **Samples.** Each trajectory is one token sequence (:mod:`agents.train.samples`): prompt ids, completion ids,
+  the generated-token mask (env-inserted text and images get no loss), the sampler's log-probs and the images.
+- **Checks.** Placeholder counts are checked per sample before any forward (:func:`check_image_tokens`), and the
+  batch TRL built is checked to still carry the images (TRL drops them all silently on a mismatch).
+- **Groups.** A group never straddles processes (the config check), so group-level rewards (CCA) see whole groups.
+- **Determinism.** Rollout and env seeds derive from ``(seed, global step, process)``, so a resumed run replays
+  the step it was killed in exactly.
+- **Checkpoints.** TRL's checkpoint, then ``medvr_state.json`` written atomically last: a checkpoint without it is
+  incomplete and never resumed from (:func:`latest_checkpoint`).
+
+Only Qwen-VL families are supported: TRL's tool-image path builds vision inputs with ``image_grid_thw``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from trl import GRPOTrainer
+from trl.models import unwrap_model_for_generation
+
+from agents.runner import write_json
+
+from .samples import ImageTokenMismatch, TrainSample, check_image_tokens, rollout_to_sample
+
+STATE_FILE = "medvr_state.json"
+
+
+def env_inserted_images(image_index: int) -> str:
+    """Stands for the env's tools inside TRL (never called): registering a tool makes TRL's loss forward take the
+    path that carries images inserted in the completion.
+
+    Args:
+        image_index: Unused.
+    """
+    return ""
+
+
+def derived_seed(*parts: int) -> int:
+    """A 31-bit seed from integers (stable across runs and processes)."""
+    value = 0x9E3779B1
+    for p in parts:
+        value = (value * 1_000_003 + int(p) + 0x7F4A7C15) % (2**61 - 1)
+    return value % (2**31 - 1)
+
+
+class MedVRGRPOTrainer(GRPOTrainer):
+    """GRPO on MedVR rollouts (see the module docstring).
+
+    Args:
+        policy: The :class:`agents.vlm.VLMPolicy` whose model is trained (its image budget must never evict).
+        env_factory: Makes one env (each process keeps a pool, reset to each row's sample).
+        reward_funcs, args, train_dataset, callbacks, peft_config: As for ``GRPOTrainer``. Dataset rows need
+            ``prompt`` (shown in TRL's logs) and ``sample_index`` (the env sample the group plays).
+        evr: EVR settings (:class:`agents.train.config.EVRSettings`) or ``None`` for independent rollouts.
+        rollout_seed: Base seed of rollouts and env resets.
+        config: A JSON-friendly record saved with each checkpoint.
+    """
+
+    def __init__(self, policy: Any, env_factory: Callable[[], Any], *, reward_funcs: Sequence[Callable],
+                 args: Any, train_dataset: Any, callbacks: Sequence[Any] | None = None, peft_config: Any = None,
+                 evr: Any = None, rollout_seed: int = 0, config: dict[str, Any] | None = None) -> None:
+        adapter = policy.adapter
+        if "image_grid_thw" not in getattr(adapter, "vision_keys", ()):
+            raise ValueError(
+                f"{adapter.name}: GRPO training supports the Qwen-VL families (qwen2_vl, qwen2_5_vl, qwen3_vl); TRL "
+                f"1.16 builds the loss forward's vision inputs for images inside the completion only with "
+                f"image_grid_thw"
+            )
+        budget = policy.budget
+        if budget.max_images is not None or budget.max_image_tokens is not None:
+            raise ValueError(
+                f"the policy's image budget can evict ({budget}); training needs one token sequence per trajectory: "
+                f"use ImageBudget(max_images=None, max_image_tokens=None, max_tokens_per_image=...)"
+            )
+        if abs(float(args.temperature) - float(policy.sampling.temperature)) > 1e-9:
+            raise ValueError(f"GRPOConfig.temperature={args.temperature} differs from the rollout temperature "
+                             f"{policy.sampling.temperature}: the loss would score another distribution")
+        super().__init__(model=policy.model, reward_funcs=list(reward_funcs), args=args, train_dataset=train_dataset,
+                         processing_class=policy.vlm.processor, callbacks=list(callbacks or []),
+                         peft_config=peft_config)
+        if self._image_pad_token_id != adapter.image_token_id:
+            raise ValueError(f"TRL's image pad token id {self._image_pad_token_id} is not the policy's "
+                             f"{adapter.image_token_id}")
+        self.tools = [env_inserted_images]
+        self._standalone_tools = [env_inserted_images]
+        self.policy = policy
+        self.env_factory = env_factory
+        self.evr = evr
+        self.rollout_seed = int(rollout_seed)
+        self.medvr_config = dict(config or {})
+        self._envs: list[Any] = []
+        self._pending_inputs: list[dict[str, Any]] | None = None
+        self._last_samples: list[TrainSample] = []
+
+    # ------------------------------------------------------------------ generation
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._pending_inputs = inputs
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._pending_inputs = None
+        expected = [len(s.images) for s in self._last_samples]
+        if any(expected) and ("pixel_values" not in output or output.get("num_images") != expected):
+            raise ImageTokenMismatch(
+                f"the batch TRL built lost its images (expected {expected} per sample, got "
+                f"{output.get('num_images')}): TRL's image processor disagrees with the policy's placeholder counts. "
+                f"Use the policy's processor as the trainer's processing_class with the same processor_kwargs"
+            )
+        return output
+
+    def _generate(self, prompts: list):
+        inputs = self._pending_inputs
+        if inputs is None or len(inputs) != len(prompts):
+            raise RuntimeError("MedVRGRPOTrainer._generate runs only inside _generate_and_score_completions")
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        samples = self.play_groups([int(row["sample_index"]) for row in inputs], group_size)
+        check_image_tokens(samples, self.policy.adapter.image_token_id, self.policy.adapter.image_tokens)
+        self._last_samples = samples
+        self._log_rollout_metrics(samples, mode)
+
+        images = [list(s.images) for s in samples]
+        extra = {key: [s.fields[key] for s in samples] for key in samples[0].fields}
+        extra["group"] = [self._group_ids[i] for i in range(len(samples))]
+        return ([s.prompt_ids for s in samples], [s.completion_ids for s in samples], [s.tool_mask for s in samples],
+                [s.text for s in samples], [s.logprobs for s in samples], extra, images, images)
+
+    def play_groups(self, sample_indices: Sequence[int], group_size: int) -> list[TrainSample]:
+        """Play one group per run of ``group_size`` equal sample indices; samples in the same order."""
+        n = len(sample_indices)
+        if n % group_size:
+            raise ValueError(f"{n} rows is not a whole number of groups of {group_size}")
+        groups = [list(sample_indices[i:i + group_size]) for i in range(0, n, group_size)]
+        for g, rows in enumerate(groups):
+            if len(set(rows)) != 1:
+                raise ValueError(f"group {g} mixes samples {sorted(set(rows))}: the sampler must repeat each sample "
+                                 f"num_generations times in a row")
+        while len(self._envs) < n:
+            self._envs.append(self.env_factory())
+        step = int(self.state.global_step)
+        rank = int(self.accelerator.process_index)
+        self.policy.sampling.seed = derived_seed(self.rollout_seed, step, rank)
+        seeds = [derived_seed(self.rollout_seed, step, rank, i, 1) for i in range(n)]
+        options = [{"index": int(i)} for i in sample_indices]
+        self._group_ids = [derived_seed(step, rank, i // group_size) for i in range(n)]
+        with self._generation_model():
+            if self.evr is not None and getattr(self.evr, "enabled", False):
+                rollouts = self._play_evr(groups, group_size, seeds, options)
+            else:
+                rollouts = self.policy.rollout(self._envs[:n], seeds=seeds, options=options, keys=list(range(n)))
+        return [rollout_to_sample(r) for r in rollouts]
+
+    def _play_evr(self, groups, group_size, seeds, options):
+        rollout_group = getattr(self.policy, "rollout_group", None)
+        if rollout_group is None:
+            raise RuntimeError("evr.enabled needs VLMPolicy.rollout_group (EVR rollouts), which this agents.vlm lacks")
+        raise NotImplementedError("EVR group rollouts are wired in once VLMPolicy.rollout_group lands")
+
+    @contextlib.contextmanager
+    def _generation_model(self):
+        """The trained weights, unwrapped from DDP/DeepSpeed, in eval mode, without gradient checkpointing."""
+        with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                         gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs) as m:
+            base = m.get_base_model() if hasattr(m, "get_base_model") else m
+            if base is not self.policy.model:
+                raise RuntimeError(
+                    "the model being trained is not the object the policy generates with (parameter sharding such "
+                    "as DeepSpeed ZeRO-3 or FSDP copies or re-wraps it); use DDP or ZeRO-1/2"
+                )
+            was_training = m.training
+            m.eval()
+            try:
+                yield m
+            finally:
+                m.train(was_training)
+
+    def _log_rollout_metrics(self, samples: Sequence[TrainSample], mode: str) -> None:
+        """Rollout statistics, averaged over every process's samples (TRL logs them with its own)."""
+        device = self.accelerator.device
+        names = ["accuracy", "correct", "answered_well_formed", "tool_rate", "looks", "turns", "rollout_entropy",
+                 "branch_rate", "images", "generated_tokens", "completion_tokens"]
+        rows = []
+        for s in samples:
+            f = s.fields
+            rows.append([f["accuracy"], float(f["correct"]), float(f["well_formed"]), float(f["looked"]),
+                         float(f["looks"]), float(f["turns"]), f["entropy"], float(f["branched"]),
+                         float(len(s.images)), float(s.generated_tokens), float(len(s.completion_ids))])
+        local = torch.tensor(rows, dtype=torch.float64, device=device)
+        valid = ~torch.isnan(local)
+        stats = torch.stack([torch.nan_to_num(local).sum(0), valid.sum(0).double()])
+        total = self.accelerator.gather(stats[None]).sum(0)
+        for j, name in enumerate(names):
+            if total[1, j] > 0:
+                self._metrics[mode][f"medvr/{name}"].append((total[0, j] / total[1, j]).item())
+        n_tokens = self.accelerator.gather(torch.tensor(
+            [sum(len(s.token_ids) for s in samples)], device=device)).sum().item()
+        if mode == "train":
+            self.state.num_input_tokens_seen += n_tokens
+        self._metrics[mode]["num_tokens"] = [self.state.num_input_tokens_seen]
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            write_json(folder / STATE_FILE, {
+                "global_step": int(self.state.global_step),
+                "rollout_seed": self.rollout_seed,
+                "complete": True,
+                "config": self.medvr_config,
+            })
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint (one with ``medvr_state.json``) under ``output_dir``, or ``None``."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        m = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if m and path.is_dir() and (path / STATE_FILE).is_file():
+            try:
+                state = json.loads((path / STATE_FILE).read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if state.get("complete"):
+                found.append((int(m.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoint folders without a completion marker (a save that was interrupted)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir() and not (p / STATE_FILE).is_file())
+
+
+__all__ = ["MedVRGRPOTrainer", "STATE_FILE", "derived_seed", "env_inserted_images", "incomplete_checkpoints",
+           "latest_checkpoint"]
