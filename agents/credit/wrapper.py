@@ -115,7 +115,7 @@ class CCAReward(gym.Wrapper, RecordConstructorArgs):
         for name, value in (("max_per_sample", max_per_sample), ("max_samples", max_samples)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not hasattr(env.unwrapped, "episode"):
+        if not hasattr(type(env.unwrapped), "episode"):
             raise TypeError(f"CCAReward wraps a MedVR env (one with .unwrapped.episode), got {type(env.unwrapped).__name__}")
         self.eta, self.min_correct, self.grid, self.voters = float(eta), int(min_correct), grid, voters
         self.no_look_reward, self.tool_weight = float(no_look_reward), float(tool_weight)
