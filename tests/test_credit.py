@@ -490,3 +490,20 @@ def test_regrounding_look_tools_is_deprecated_but_still_filters():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _regrounding()  # the default warns about nothing
+
+
+def test_batch_credit_groups_members_by_sample_and_keeps_the_batch_order(env):
+    from agents.credit import batch_consensus_credit
+
+    a0, b0 = episode(env, [TOP_LEFT]), episode(env, [TOP_LEFT])
+    a3, b3 = (play(env, [_zoom(box), _answer("no")], index=3) for box in ([0, 0, 320, 480], [320, 480, 640, 960]))
+    batch = [a0, a3, b0.to_dict(), b3]
+    credits = batch_consensus_credit(batch, grid=GRID)
+    assert [c.case for c in credits] == [Case.AGREES, Case.EMPTY_CONSENSUS, Case.AGREES, Case.EMPTY_CONSENSUS]
+    assert [c.tool_reward for c in credits] == [1.0, 0.5, 1.0, 0.5]
+    flipped = batch_consensus_credit(batch, grid=GRID, correct=[True, False, True, True])
+    assert [c.case for c in flipped] == [Case.AGREES, Case.INCORRECT, Case.AGREES, Case.TOO_FEW_CORRECT]
+    record = a0.to_dict()
+    del record["sample"]
+    with pytest.raises(ValueError, match="no sample_id"):
+        batch_consensus_credit([record])

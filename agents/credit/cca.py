@@ -277,6 +277,34 @@ def consensus_credit(
     return ConsensusCredit(tuple(members), consensus, votes, num_voters, shape, float(eta), int(min_correct), voters)
 
 
+def batch_consensus_credit(
+    batch: Sequence[EpisodeLike],
+    *,
+    correct: Sequence[bool] | None = None,
+    **settings: Any,
+) -> list[TrajectoryCredit]:
+    """CCA over a flat batch holding the groups of several samples: one group per ``sample_id``.
+
+    For trainers whose reward functions see a whole batch (TRL's ``reward_funcs``): members
+    are grouped by their sample id, :func:`consensus_credit` runs once per group with
+    ``settings`` (``eta``, ``min_correct``, ``grid``, ``voters``, ``no_look_reward``), and the
+    credits come back in the batch's order. Every member needs a sample id.
+    """
+    footprints = [read_footprint(member) for member in batch]
+    flags = _correct_flags(footprints, correct)
+    groups: dict[str, list[int]] = {}
+    for i, fp in enumerate(footprints):
+        if not fp.sample_id:
+            raise ValueError(f"batch member {i} has no sample_id; group it yourself and call consensus_credit")
+        groups.setdefault(fp.sample_id, []).append(i)
+    out: list[TrajectoryCredit | None] = [None] * len(footprints)
+    for indices in groups.values():
+        credit = consensus_credit([batch[i] for i in indices], correct=[flags[i] for i in indices], **settings)
+        for i, member in zip(indices, credit.members):
+            out[i] = member
+    return out  # type: ignore[return-value]
+
+
 def _look_credit(look, image_size, grid, consensus) -> LookCredit:
     if look.box is None or consensus is None:
         return LookCredit(look.step, look.view, look.box.as_list() if look.box else None, None, None)
@@ -326,6 +354,7 @@ __all__ = [
     "ConsensusCredit",
     "LookCredit",
     "TrajectoryCredit",
+    "batch_consensus_credit",
     "consensus_credit",
     "majority_mask",
     "score_footprint",
