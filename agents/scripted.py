@@ -1,24 +1,35 @@
-"""Baselines that need no weights.
+"""Baselines that need no policy weights.
 
-- :class:`ContrastSearchAgent`: coarse-to-fine search. On the first view it ranks the
-  image's quadrants by local blob contrast, zooms into them in that order (2x), detects
-  findings in the magnified views and answers from what it found. It reports its own
-  uncertainty: the normalised entropy of its candidate ranking when choosing where to
-  look, and of its answer confidence when answering.
-- :class:`NoZoomAgent`: the same detector and answer rules on the first view only
-  (the "answer from the first look" baseline).
-- :class:`RandomAgent`: uniform over the action mask, random boxes (chance level).
+Looking agents read views with the patch reader (:mod:`agents.patch_reader`: a small CNN that tells
+finding kinds from background spots at the magnification each view shows; trained on the procedural
+train split, built into the cache on first use) and answer with its kind-aware rules:
+
+- :class:`GuidedZoomAgent` (``scripted``): reads the first view, then zooms 4x on the spots most
+  likely to be the asked kind (up to 5 zooms), and answers from the most magnified reading of each spot;
+- :class:`QuadrantSweepAgent` (``quadrant-sweep``): zooms 2x on the four quadrants, then answers;
+- :class:`RandomZoomAgent` (``random-zooms``): the same number of 4x zooms at random places (what
+  *where* is measured against);
+- :class:`NoZoomAgent` (``no-zoom``): the same reader and rules on the first view only (what looking
+  closer is measured against).
+
+Kept for reference, kind-blind: :class:`BlobDetectorAgent` (``blob-detector``), a difference-of-Gaussians
+contrast detector with polarity rules and a quadrant search. Its threshold fires on background texture
+(about 11 times per first view), so it answers presence "yes" and count "4" most of the time, and its rules
+cannot tell a nodule from a calcification however closely it looks. :class:`RandomAgent`: uniform over
+the action mask, random boxes (chance level).
 
 All of them act only on what the policy observes (``obs["image"]``, ``obs["view_box"]``,
-the question and options), never on the sample's evaluation boxes.
+the question and options), never on the sample's evaluation boxes (the ``oracle`` agent,
+:mod:`agents.oracle`, does, and says so).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -26,6 +37,9 @@ import numpy as np
 from medvr_env import MedVRVQAEnv
 from medvr_env.data.sample import option_letter
 from medvr_env.grading import normalize_answer
+
+from .patch_reader.candidates import blob_map, find_peaks
+from .patch_reader.reading import Findings, asked_kind
 
 QUADRANTS = ("upper left", "upper right", "lower left", "lower right")
 
@@ -39,31 +53,6 @@ class Detection:
     score: float
     radius: float
     polarity: int  # +1 bright, -1 dark
-
-
-def blob_map(gray: np.ndarray, sigma: float) -> np.ndarray:
-    """Difference of Gaussians, standardised by a robust global spread: large |value| = blob-like contrast."""
-    fine = cv2.GaussianBlur(gray, (0, 0), sigma)
-    coarse = cv2.GaussianBlur(gray, (0, 0), sigma * 3.0)
-    dog = fine - coarse
-    spread = 1.4826 * float(np.median(np.abs(dog - np.median(dog)))) + 1e-3
-    return dog / spread
-
-
-def find_peaks(response: np.ndarray, count: int, min_distance: int, threshold: float) -> list[tuple[int, int, float]]:
-    """Up to ``count`` local maxima of ``response`` above ``threshold``, at least ``min_distance`` apart."""
-    size = 2 * min_distance + 1
-    local_max = response >= cv2.dilate(response, np.ones((size, size), np.uint8))
-    ys, xs = np.nonzero(local_max & (response > threshold))
-    order = np.argsort(-response[ys, xs])
-    peaks: list[tuple[int, int, float]] = []
-    for i in order:
-        x, y = int(xs[i]), int(ys[i])
-        if all((x - px) ** 2 + (y - py) ** 2 >= min_distance**2 for px, py, _ in peaks):
-            peaks.append((x, y, float(response[y, x])))
-            if len(peaks) == count:
-                break
-    return peaks
 
 
 def normalised_entropy(weights: np.ndarray) -> float:
@@ -107,8 +96,12 @@ def read_question(question: str) -> _Question:
 
 
 @dataclass
-class ContrastSearchAgent:
-    """Coarse-to-fine contrast search with self-reported uncertainty.
+class BlobDetectorAgent:
+    """Kind-blind coarse-to-fine contrast search with self-reported uncertainty (the first scripted baseline).
+
+    It ranks the quadrants by blob contrast, zooms into them (2x), detects blobs whose standardised
+    contrast exceeds ``threshold`` and answers by polarity. Kept because it shows why looking did not seem
+    to pay: a contrast threshold fires on background texture and polarity rules cannot tell kinds apart.
 
     Args:
         max_zooms: How many candidate spots to inspect.
@@ -123,7 +116,7 @@ class ContrastSearchAgent:
     coarse_sigma: float = 1.0
     fine_sigmas: tuple[float, ...] = (1.2, 2.0)
     threshold: float = 6.0
-    name: str = "scripted"
+    name: str = "blob-detector"
     _env: MedVRVQAEnv | None = field(default=None, repr=False)
     _plan: list[tuple[float, float]] = field(default_factory=list, repr=False)
     _plan_entropy: float = field(default=1.0, repr=False)
@@ -242,26 +235,161 @@ class ContrastSearchAgent:
         else:
             text = "yes" if found else "no"
             confidence = max(confidence, 1 - confidence)
-        return self._as_option(text, obs["options"]), confidence
+        return as_option(text, obs["options"]), confidence
 
-    @staticmethod
-    def _as_option(text: str, options_text: str) -> str:
-        """For multiple choice, the letter of the option matching ``text`` (else the text itself)."""
-        if not options_text:
-            return text
-        options = [line.split(". ", 1)[-1] for line in options_text.splitlines()]
-        for i, option in enumerate(options):
-            if normalize_answer(option) == normalize_answer(text):
-                return option_letter(i)
-        return option_letter(0)
+
+
+def zoom_call(env: MedVRVQAEnv, box: Sequence[float], entropy: float) -> dict[str, Any]:
+    """A zoom on ``box`` (fractions of the original, ``[x1, y1, x2, y2]``) of view 0, in the env's bbox format."""
+    w, h = env.episode.views[0].size
+    scale = {"norm": (1.0, 1.0), "norm1000": (1000.0, 1000.0), "pixel": (float(w), float(h))}[env.bbox_format]
+    coords = [round(float(v) * scale[i % 2], 4) for i, v in enumerate(box)]
+    return {"name": "zoom", "arguments": {"bbox_2d": coords, "source": 0}, "entropy": float(entropy)}
+
+
+def box_around(x: float, y: float, side: float) -> tuple[float, float, float, float]:
+    """A ``side`` x ``side`` box (fractions) centred on ``(x, y)``, shifted to lie inside the image."""
+    x1 = min(max(x - side / 2, 0.0), 1.0 - side)
+    y1 = min(max(y - side / 2, 0.0), 1.0 - side)
+    return x1, y1, x1 + side, y1 + side
+
+
+def sample_rng(env: MedVRVQAEnv, salt: str) -> np.random.Generator:
+    """A generator seeded by the sample's id: the same sample gets the same draws in every run."""
+    return np.random.default_rng([zlib.crc32(f"{salt}/{env.episode.sample.sample_id}".encode()), 0])
 
 
 @dataclass
-class NoZoomAgent(ContrastSearchAgent):
-    """The contrast detector and answer rules on the first view only: what looking closer is measured against."""
+class PatchReaderAgent:
+    """Reads every view it is shown with the patch reader, zooms where :meth:`plan` says, then answers.
+
+    Args:
+        reader: A patch-reader checkpoint path, a loaded reader, or ``None`` for the cached default
+            (built on first use, a few CPU minutes).
+        max_zooms: At most this many zooms (and never more than the step budget allows).
+        zoom_fraction: Side of each zoom box, fraction of the image side (0.25: a 4x zoom).
+    """
+
+    reader: Any = None
+    max_zooms: int = 5
+    zoom_fraction: float = 0.25
+    name: str = "patch-reader"
+    _env: MedVRVQAEnv | None = field(default=None, repr=False)
+    _findings: Findings = field(default_factory=Findings, repr=False)
+    _plan: list[tuple[float, float, float, float]] = field(default_factory=list, repr=False)
+    _plan_entropy: float = field(default=1.0, repr=False)
+    _read_steps: set = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.zoom_fraction) <= 1.0:
+            raise ValueError(f"zoom_fraction must be in (0, 1], got {self.zoom_fraction!r}")
+        if isinstance(self.max_zooms, bool) or not isinstance(self.max_zooms, int) or self.max_zooms < 0:
+            raise ValueError(f"max_zooms must be an integer >= 0, got {self.max_zooms!r}")
+
+    def _classifier(self) -> Any:
+        if not hasattr(self.reader, "classify"):
+            from .patch_reader.store import load_reader
+
+            self.reader = load_reader(self.reader)
+        return self.reader
+
+    def reset(self, env: MedVRVQAEnv, obs: dict[str, Any], info: dict[str, Any]) -> None:
+        self._env = env
+        self._classifier()
+        self._findings = Findings()
+        self._read_steps = set()
+        self._plan, self._plan_entropy = [], 1.0
+
+    # ------------------------------------------------------------------ policy
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+        step = int(obs["step"])
+        if step not in self._read_steps:
+            self._read_steps.add(step)
+            self._findings.add_view(self._classifier(), obs["image"], obs["view_box"])
+            if step == 0:
+                budget = min(self.max_zooms, self._env.max_steps - 1) if "zoom" in self._env.tool_names else 0
+                self._plan, self._plan_entropy = self.plan(obs, budget) if budget else ([], 0.0)
+                self._plan = self._plan[:budget]
+        if self._plan and self._env.max_steps - step > 1:
+            return zoom_call(self._env, self._plan.pop(0), self._plan_entropy)
+        text, confidence = self._findings.answer(obs["question"])
+        return {"name": "answer", "arguments": {"text": as_option(text, obs["options"])},
+                "entropy": binary_entropy(confidence)}
+
+    def plan(self, obs: dict[str, Any], budget: int) -> tuple[list[tuple[float, float, float, float]], float]:
+        """Zoom boxes (fractions of the original), in order, and the policy's entropy over them."""
+        return [], 0.0
+
+
+@dataclass
+class NoZoomAgent(PatchReaderAgent):
+    """The patch reader and its answer rules on the first view only: what looking closer is measured against."""
 
     max_zooms: int = 0
     name: str = "no-zoom"
+
+
+@dataclass
+class GuidedZoomAgent(PatchReaderAgent):
+    """Zooms 4x on the first view's spots most likely to be the asked kind, then answers (no oracle).
+
+    Spots are ranked by ``p(asked kind) + 0.5 * p(any finding)`` as read at the first view; each zoom
+    goes to the best spot not already inside an earlier zoom box.
+    """
+
+    name: str = "scripted"
+
+    def plan(self, obs: dict[str, Any], budget: int) -> tuple[list[tuple[float, float, float, float]], float]:
+        kind = asked_kind(obs["question"]) or "nodule"
+        spots = sorted(self._findings.readings, key=lambda r: -(r.p(kind) + 0.5 * r.finding))
+        side, inner = self.zoom_fraction, 0.15 * self.zoom_fraction
+        boxes, scores = [], []
+        for r in spots:
+            if len(boxes) == budget:
+                break
+            if any(b[0] + inner <= r.x <= b[2] - inner and b[1] + inner <= r.y <= b[3] - inner for b in boxes):
+                continue
+            boxes.append(box_around(r.x, r.y, side))
+            scores.append(r.p(kind) + 0.5 * r.finding)
+        return boxes, normalised_entropy(np.asarray(scores)) if len(scores) > 1 else 0.0
+
+
+@dataclass
+class QuadrantSweepAgent(PatchReaderAgent):
+    """Zooms 2x on each quadrant (a fixed sweep that covers the whole image), then answers."""
+
+    max_zooms: int = 4
+    zoom_fraction: float = 0.5
+    name: str = "quadrant-sweep"
+
+    def plan(self, obs: dict[str, Any], budget: int) -> tuple[list[tuple[float, float, float, float]], float]:
+        side = self.zoom_fraction
+        centres = [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)]
+        return [box_around(x, y, side) for x, y in centres][:budget], 1.0
+
+
+@dataclass
+class RandomZoomAgent(PatchReaderAgent):
+    """``max_zooms`` 4x zooms at random places (seeded by the sample id), then answers: where looking is
+    compared with looking anywhere, at the same budget."""
+
+    name: str = "random-zooms"
+
+    def plan(self, obs: dict[str, Any], budget: int) -> tuple[list[tuple[float, float, float, float]], float]:
+        rng = sample_rng(self._env, "random-zooms")
+        side = self.zoom_fraction
+        return [box_around(*rng.uniform(side / 2, 1 - side / 2, 2), side) for _ in range(budget)], 1.0
+
+
+def as_option(text: str, options_text: str) -> str:
+    """For multiple choice, the letter of the option matching ``text`` (else the text itself)."""
+    if not options_text:
+        return text
+    options = [line.split(". ", 1)[-1] for line in options_text.splitlines()]
+    for i, option in enumerate(options):
+        if normalize_answer(option) == normalize_answer(text):
+            return option_letter(i)
+    return option_letter(0)
 
 
 @dataclass
