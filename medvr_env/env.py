@@ -360,17 +360,24 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
 
     # ------------------------------------------------------------ internals
     def _decode(self, action: Any) -> _Decoded:
-        """Turn any accepted action form into a call, checking every field as untrusted input; never raises."""
+        """Turn any accepted action form into a call, checking every field as untrusted input; never raises.
+
+        Past the dispatch below, only plain copies made by :func:`~medvr_env.bounded.bound` are read, so no
+        method a policy's objects define (``__eq__``, ``__iter__``, ...) runs inside the env.
+        """
+        limit = self.max_action_chars
         if isinstance(action, str):
-            parsed = parse_action_text(action, self.tool_names, self.max_action_chars)
-            return _Decoded(action[: self.max_action_chars], parsed.call, self.bbox_format, {}, {}, parsed.error)
-        if isinstance(action, dict) and "name" in action:
-            return self._decode_call(action)
-        if isinstance(action, dict) and "tool" in action:
-            return self._decode_structured(action)
-        if isinstance(action, dict) and "text" in action:
-            return self._decode_text_dict(action)
-        raw = _dump(bound(action, self.max_action_chars).value)
+            action = str.__str__(action)
+            parsed = parse_action_text(action, self.tool_names, limit)
+            return _Decoded(action[:limit], parsed.call, self.bbox_format, {}, {}, parsed.error)
+        if isinstance(action, dict):
+            if dict.__contains__(action, "name"):
+                return self._decode_call(action)
+            if dict.__contains__(action, "tool"):
+                return self._decode_structured(action)
+            if dict.__contains__(action, "text"):
+                return self._decode_text_dict(action)
+        raw = _dump(json_safe(action, limit))
         error = ActionError(ErrorCode.MALFORMED_ACTION, "an action is a structured dict, a tool-call dict or protocol text")
         return _Decoded(raw, None, self.bbox_format, {}, {}, error)
 
@@ -378,15 +385,16 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
         """``{"text": ..., "entropy": ..., "view_sizes": ...}``: protocol text with the policy's reports."""
         limit = self.max_action_chars
         reported = _reported_uncertainty(action, limit)
-        text = action["text"]
+        text = dict.get(action, "text")
         others = bound(action, limit, skip=METADATA_KEYS | {"text"})  # any further keys
         if not isinstance(text, str) or others.error is not None:
-            raw = _dump(bound(action, limit, skip=METADATA_KEYS).value)
+            raw = _dump(json_safe(bound(action, limit, skip=METADATA_KEYS).value, limit))
             error = others.error or ActionError(
-                ErrorCode.MALFORMED_ACTION, f"'text' must be a string, got {type(text).__name__}"
+                ErrorCode.MALFORMED_ACTION, f"'text' must be a string, got {_type_name(text)}"
             )
             return _Decoded(raw, None, self.bbox_format, reported, {}, error)
-        shown, error = _view_sizes(action.get("view_sizes"), len(self.episode.views))
+        text = str.__str__(text)
+        shown, error = _view_sizes(dict.get(action, "view_sizes"), len(self.episode.views), limit)
         parsed = parse_action_text(text, self.tool_names, limit)
         return _Decoded(text[:limit], parsed.call, self.bbox_format, reported, shown, error or parsed.error)
 
@@ -395,37 +403,38 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
         limit = self.max_action_chars
         reported = _reported_uncertainty(action, limit)
         checked = bound(action, limit, skip=METADATA_KEYS, what="the tool call")
-        raw = _dump(checked.value)
+        raw = _dump(json_safe(checked.value, limit))
         if checked.error is not None:
             return _Decoded(raw, None, self.bbox_format, reported, {}, checked.error)
-        shown, error = _view_sizes(action.get("view_sizes"), len(self.episode.views))
+        shown, error = _view_sizes(dict.get(action, "view_sizes"), len(self.episode.views), limit)
         if error is not None:
             return _Decoded(raw, None, self.bbox_format, reported, {}, error)
-        payload = {k: v for k, v in action.items() if k not in METADATA_KEYS}
-        parsed = call_from_object(payload, "", self.tool_names, limit)
+        parsed = call_from_object(checked.value, "", self.tool_names, limit)
         return _Decoded(raw, parsed.call, self.bbox_format, reported, shown, parsed.error)
 
     def _decode_structured(self, action: dict[Any, Any]) -> _Decoded:
         """An action of ``action_space``: tool index, box as 0-1 fractions, view index, text, entropy."""
-        checked = bound(action, self.max_action_chars, what="the structured action")
-        raw = _dump(checked.value)
-        reported = {"entropy": _finite_unit(action.get("entropy"))}
+        limit = self.max_action_chars
+        checked = bound(action, limit, what="the structured action")
+        raw = _dump(json_safe(checked.value, limit))
+        fields = checked.value  # a plain copy (numpy arrays are lists)
+        reported = {"entropy": _finite_unit(fields.get("entropy"))}
 
         def refuse(message: str) -> _Decoded:
             return _Decoded(raw, None, "norm", reported, {}, ActionError(ErrorCode.MALFORMED_ACTION, message))
 
         if checked.error is not None:
             return _Decoded(raw, None, "norm", reported, {}, checked.error)
-        index = _as_index(action["tool"], len(self.tool_names))
+        index = _as_index(fields["tool"], len(self.tool_names))
         if index is None:
             return refuse(f"'tool' must be an integer in [0, {len(self.tool_names)})")
         tool = self._tools[self.tool_names[index]]
         args: dict[str, Any] = {}
         for role, key in (("box", "bbox"), ("view", "view"), ("text", "text")):
             name = tool.argument_with_role(role)
-            if name is None or action.get(key) is None:
+            if name is None or fields.get(key) is None:
                 continue
-            value = action[key]
+            value = fields[key]
             if role == "box":
                 try:
                     value = [float(v) for v in np.asarray(value, dtype=np.float64).ravel()]
@@ -568,24 +577,28 @@ def _record(episode, raw, call, error, result, entropy, source, reported, terms,
     )
 
 
-def _view_sizes(raw: Any, n_views: int) -> tuple[dict[int, tuple[int, int]], ActionError | None]:
+def _view_sizes(value: Any, n_views: int, limit: int) -> tuple[dict[int, tuple[int, int]], ActionError | None]:
     """``view_sizes`` of a text or call dict, checked: {view index: (width, height) the policy saw it at}.
 
     Accepted: a dict of view index (int, or a string of digits as JSON keys are) to ``[width, height]``,
     or a list of ``[width, height]`` by view index; sizes are whole numbers in [1, MAX_VIEW_SIZE_SIDE].
     """
-    if raw is None:
+    if value is None:
         return {}, None
 
     def bad(message: str) -> tuple[dict[int, tuple[int, int]], ActionError]:
         return {}, ActionError(ErrorCode.BAD_VIEW_SIZES, f"view_sizes {message}")
 
+    if isinstance(value, np.ndarray) or not isinstance(value, (dict, list, tuple)):
+        return bad(f"must be {{view index: [width, height]}} or a list of [width, height], got {_type_name(value)}")
+    checked = bound(value, limit, 2, what="view_sizes", int_keys=True)
+    if checked.error is not None:
+        return bad(checked.error.message.removeprefix("view_sizes "))
+    raw = checked.value
     if isinstance(raw, dict):
         items = raw.items()
-    elif isinstance(raw, (list, tuple)):
-        items = enumerate(raw)
     else:
-        return bad(f"must be {{view index: [width, height]}} or a list of [width, height], got {_type_name(raw)}")
+        items = enumerate(raw)
     if len(raw) > n_views:
         return bad(f"has {len(raw)} entries but the episode has {n_views} views")
     out: dict[int, tuple[int, int]] = {}
@@ -595,7 +608,7 @@ def _view_sizes(raw: Any, n_views: int) -> tuple[dict[int, tuple[int, int]], Act
             index = _as_index(int(key), n_views)
         if index is None:
             return bad(f"key {preview(key)} is not the index of a view (0..{n_views - 1})")
-        if not isinstance(size, (list, tuple)) or len(size) != 2:
+        if not isinstance(size, list) or len(size) != 2:
             return bad(f"[{index}] must be [width, height], got {preview(size)}")
         w, h = (_as_index(v, MAX_VIEW_SIZE_SIDE + 1) for v in size)
         if not w or not h:
@@ -622,38 +635,38 @@ def _as_index(value: Any, n: int) -> int | None:
 def _reported_uncertainty(action: dict[Any, Any], limit: int) -> dict[str, Any]:
     """The uncertainty a text or call dict reports; what is not a finite number counts as not reported."""
     return {
-        "entropy": _finite_unit(action.get("entropy")),
-        "tool_entropy": _finite_unit(action.get("tool_entropy")),
-        "token_entropies": _token_entropies(action.get("token_entropies"), limit),
+        "entropy": _finite_unit(bound(dict.get(action, "entropy"), 64, 3).value),
+        "tool_entropy": _finite_unit(bound(dict.get(action, "tool_entropy"), 64, 3).value),
+        "token_entropies": _token_entropies(dict.get(action, "token_entropies"), limit),
     }
 
 
 def _token_entropies(value: Any, limit: int) -> tuple[float | None, ...] | None:
     """One value per generated token: a list, tuple or 1-D array of at most ``limit`` numbers."""
-    if isinstance(value, np.ndarray):
-        if value.ndim != 1 or value.size > limit:
-            return None
-        value = value.tolist()
-    if not isinstance(value, (list, tuple)) or len(value) > limit:
+    if value is None:
         return None
-    return tuple(_finite_unit(v) for v in value)
+    checked = bound(value, 32 * limit, 2)  # a float is at most 24 characters of JSON
+    if checked.error is not None or not isinstance(checked.value, list) or len(checked.value) > limit:
+        return None
+    return tuple(_finite_unit(v) for v in checked.value)
 
 
 def _finite_unit(value: Any) -> float | None:
     """``value`` as a float clipped to [0, 1], or ``None`` when absent or not a finite real number.
 
     A number may come wrapped once or twice in a one-element list or array (``[0.4]``, ``np.array([0.4])``).
+    Reads plain Python and numpy numbers only (what :func:`~medvr_env.bounded.bound` copies).
     """
     for _ in range(3):
         if isinstance(value, np.ndarray):
             if value.size != 1:
                 return None
             value = value.reshape(-1)[0]
-        elif isinstance(value, (list, tuple)):
+        elif type(value) in (list, tuple):
             if len(value) != 1:
                 return None
             value = value[0]
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if type(value) not in (int, float) and not isinstance(value, (np.integer, np.floating)):
         return None
     try:
         value = float(value)

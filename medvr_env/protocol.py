@@ -152,12 +152,13 @@ def call_from_object(obj: Any, think: str, enabled: Iterable[str], max_chars: in
 
     The object is first checked as untrusted input (:func:`~medvr_env.bounded.bound`): at most ``max_chars``
     characters of JSON (``TEXT_TOO_LONG``), nesting within ``MAX_NESTING`` (``NESTED_TOO_DEEP``), JSON values
-    and string keys only (``NOT_JSON``).
+    and string keys only (``NOT_JSON``); the call holds a plain copy (numpy values as Python numbers and lists).
     """
     enabled = set(enabled)
     checked = bound(obj, max_chars, what="the tool call")
     if checked.error is not None:
         return ParseResult(error=checked.error)
+    obj = checked.value  # a plain copy: nothing the caller's objects define runs from here on
     if not isinstance(obj, dict):
         return _fail(ErrorCode.NOT_AN_OBJECT, 'the tool call must be a JSON object {"name": ..., "arguments": {...}}')
     name = obj.get("name")
