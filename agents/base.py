@@ -27,8 +27,11 @@ class Agent(Protocol):
 
 
 AGENTS: dict[str, str] = {
-    "scripted": "agents.scripted:ContrastSearchAgent",
+    "scripted": "agents.scripted:GuidedZoomAgent",
     "no-zoom": "agents.scripted:NoZoomAgent",
+    "quadrant-sweep": "agents.scripted:QuadrantSweepAgent",
+    "blob-detector": "agents.scripted:BlobDetectorAgent",
+    "oracle": "agents.oracle:OracleAgent",  # reads evaluation-only finding boxes: a reference, never for training
     "random": "agents.scripted:RandomAgent",
     "majority": "agents.prior:MajorityAnswerAgent",
     "vlm": "agents.vlm:VLMAgent",
