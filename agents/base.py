@@ -35,6 +35,7 @@ AGENTS: dict[str, str] = {
     "random": "agents.scripted:RandomAgent",
     "majority": "agents.prior:MajorityAnswerAgent",
     "vlm": "agents.vlm:VLMAgent",
+    "tiny": "agents.tinyvlm.agent:TinyAgent",
 }
 
 

@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "([sb3] extra); --help for its options")
     sub.add_parser("train", help="GRPO training of a VLM policy on MedVR rollouts ([train] extra); --help for options")
 
+    sub.add_parser("sft", help="supervised warm start of the tiny VLM (--bundled builds the `tiny` agent); "
+                               "--help for its options")
+
     envs = sub.add_parser("envs", help="list the registered env ids")
     envs.set_defaults(func=cmd_envs)
 
@@ -325,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sft"]:
+        from agents.tinyvlm.sft import main as sft  # torch and transformers only for this command
+
+        return sft(argv[1:])
     if argv[:1] == ["train-reader"]:
         from agents.uncertainty.train import main as train_reader  # torch only for this command
 

@@ -343,6 +343,13 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
 )
 
 
+def register_family(cls: type[FamilyAdapter]) -> type[FamilyAdapter]:
+    """Class decorator: add an adapter for a family defined outside this module (checked before the built-in ones)."""
+    global ADAPTERS
+    ADAPTERS = (cls, *(a for a in ADAPTERS if a is not cls))
+    return cls
+
+
 def adapter_class_for(model_type: str) -> type[FamilyAdapter]:
     """The adapter class for a ``config.model_type`` (:class:`GenericAdapter` when the family is unknown)."""
     for cls in ADAPTERS:
@@ -384,6 +391,10 @@ def _find_rope_owner(model: Any) -> Any:
     raise ValueError(f"{type(model).__name__} has no get_rope_index; it is not a Qwen-VL model")
 
 
+# Families bundled with MedVR outside this package register their adapter (and their transformers Auto classes)
+# when imported, so checkpoints of theirs load through load_vlm like any other.
+import agents.tinyvlm  # noqa: E402,F401
+
 __all__ = [
     "ADAPTERS",
     "FamilyAdapter",
@@ -399,5 +410,6 @@ __all__ = [
     "QwenVLAdapter",
     "adapter_class_for",
     "make_adapter",
+    "register_family",
     "smart_resize",
 ]
