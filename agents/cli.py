@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Parsed by agents.uncertainty.train itself (see main); listed here so that `medvr --help` shows it.
     sub.add_parser("train-reader", help="train the image reader that fills the entropy channel for SB3 policies "
                                         "([sb3] extra); --help for its options")
+    sub.add_parser("train-patch-reader", help="train the patch reader the scripted, no-zoom and oracle agents read "
+                                              "with (built on first use otherwise); --help for its options")
     sub.add_parser("train", help="GRPO training of a VLM policy on MedVR rollouts ([train] extra); --help for options")
 
     sub.add_parser("sft", help="supervised warm start of the tiny VLM (--bundled builds the `tiny` agent); "
@@ -332,6 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agents.tinyvlm.sft import main as sft  # torch and transformers only for this command
 
         return sft(argv[1:])
+    if argv[:1] == ["train-patch-reader"]:
+        from agents.patch_reader.train import main as train_patch_reader  # torch only for this command
+
+        return train_patch_reader(argv[1:])
     if argv[:1] == ["train-reader"]:
         from agents.uncertainty.train import main as train_reader  # torch only for this command
 
