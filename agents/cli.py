@@ -23,6 +23,7 @@ from medvr_env.data.images import ImageDecodeError, UnsafePathError
 from .base import AGENTS, make_agent
 from .evaluate import evaluate, table1_markdown
 from .runner import Interrupted, partial_path, run_episodes, write_json, write_text
+from .report.cli import add_parser as add_report_parser, report_after_run
 
 
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
@@ -51,7 +52,7 @@ def parse_value(value: str, flag: str, key: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
-            f"{flag} {key}={value}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg} "
+            f"{flag} {key}={value!r}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg} "
             f"(values starting with [ {{ or \" are JSON: put strings inside in double quotes and quote the "
             f"whole value for the shell, e.g. {key}='[\"zoom\", \"answer\"]')") from None
 
@@ -106,6 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if interrupted is not None:
         print(f"interrupted after {interrupted.done} of {interrupted.total} episodes", file=sys.stderr)
         return 130
+    if not args.no_report:
+        report_after_run(out, progress=not args.no_progress)
     return 0
 
 
@@ -222,6 +225,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"\n{table}\n\n{reports}")
     print(f"\nresults:      {out / 'results.json'}\ntable:        {out / 'table.md'}\n"
           f"trajectories: {out / 'trajectories'}/")
+    if not args.no_report:
+        report_after_run(out, progress=not args.no_progress)
     return 0
 
 
@@ -274,6 +279,7 @@ def _add_shared_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the first reset (default: 0)")
     cmd.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="extra env kwargs")
     cmd.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cmd.add_argument("--no-report", action="store_true", help="do not write report.html (medvr report) at the end")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     tools = sub.add_parser("tools", help="list the registered tools")
     tools.add_argument("--schema", action="store_true", help="also print each tool's JSON schema")
     tools.set_defaults(func=cmd_tools)
+
+    add_report_parser(sub)
     return parser
 
 

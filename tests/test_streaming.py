@@ -179,7 +179,7 @@ def _alive(refs):
 
 def test_run_keeps_no_finished_episode():
     # image_cache=1: the dataset keeps only the image in use, so any other live image would be a leak
-    env = gym.make("MedVR-VQA-v0", dataset_kwargs={"num_samples": 8, "image_cache": 1})
+    env = gym.make("MedVR-VQA-v0", dataset_kwargs={"num_samples": 5, "image_cache": 1})
     episodes, images, checked = [], [], []
 
     def watch(episode):
@@ -191,8 +191,8 @@ def test_run_keeps_no_finished_episode():
         assert all(images[i]() is episode.original for i in _alive(images))
         checked.append(True)
 
-    run_episodes(env, ZoomThenAnswer(), 8, seed=0, progress=False, on_episode=watch)
-    assert len(checked) == 8
+    run_episodes(env, ZoomThenAnswer(), 5, seed=0, progress=False, on_episode=watch)
+    assert len(checked) == 5
     env.close()
     del env
     assert _alive(episodes) == [] and _alive(images) == []
