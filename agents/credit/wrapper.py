@@ -33,7 +33,7 @@ class _SampleBank:
 
     A footprint is stored as the bytes of an ``int32`` array of its boxes (original pixels,
     one row ``x1, y1, x2, y2`` per box): about 1.4 KB for a sample with 16 two-box
-    footprints, against 8 KB as Python tuples.
+    footprints, 2.5x less than as Python tuples (``benchmarks/credit_cost.py``).
     """
 
     __slots__ = ("image_size", "footprints", "cap")
@@ -83,8 +83,8 @@ class CCAReward(gym.Wrapper, RecordConstructorArgs):
     newest) and ``max_samples`` samples (least recently finished dropped first), so memory
     is bounded: a footprint is stored as its few boxes, about 1.4 KB per sample with 16
     two-box footprints, so the default caps hold at most ~150 MB (a 36K-sample training
-    set: ~50 MB). Rasterising a full bank on the 64 × 64 grid takes ~2 ms per finished
-    episode. Every correct episode is banked, with or without
+    set: ~50 MB). Rasterising a full bank on the 64 × 64 grid takes about 0.5 ms per
+    finished episode (``benchmarks/credit_cost.py``). Every correct episode is banked, with or without
     looks, so the bank does not depend on ``voters``, ``grid`` or ``eta``.
     :meth:`state_dict` / :meth:`load_state_dict` carry it across a checkpoint, and
     :meth:`save` writes it atomically. In a vector env each worker has its own wrapper and
