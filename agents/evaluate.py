@@ -3,7 +3,8 @@
 ``evaluate`` plays exactly one episode per sample of the split, in dataset order, and
 returns an :class:`EvalResult`: accuracy overall, closed / open (with open-answer token
 recall), per question type, organ and modality, tool use, and grounding IoU where the
-dataset has evaluation boxes. :func:`table1_markdown` lays several results out like
+dataset has evaluation boxes (the footprint: the applied boxes of the episode's looks, read
+from its step records by :meth:`medvr_env.Episode.looks`, never from tool names). :func:`table1_markdown` lays several results out like
 Table 1 of the MedVR paper (rows: agents; columns: benchmarks and their averages).
 
 The same runs from the command line: ``medvr eval --env ID --split test --agent NAME``.
@@ -94,8 +95,8 @@ class EvalResult:
             lines.append(f"| open token recall | {_pct(self.open_token_recall)} |")
         t = self.tools
         lines += [
-            f"| zoom rate (episodes with a zoom/crop) | {_pct(t.zoom_rate)} |",
-            f"| mean zooms/crops per episode | {t.mean_zooms:.2f} |",
+            f"| zoom rate (episodes that zoomed into a region) | {_pct(t.zoom_rate)} |",
+            f"| mean zooms per episode (looks with an applied box) | {t.mean_zooms:.2f} |",
             f"| mean steps | {t.mean_steps:.2f} |",
             f"| invalid actions (share of steps) | {_pct(t.invalid_action_rate)} |",
             f"| answered (share of episodes) | {_pct(t.answered_rate)} |",
