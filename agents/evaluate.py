@@ -4,8 +4,9 @@
 returns an :class:`EvalResult`: accuracy overall, closed / open (with open-answer token
 recall), per question type, organ and modality, tool use, and grounding IoU where the
 dataset has evaluation boxes (the footprint: the applied boxes of the episode's looks, read
-from its step records by :meth:`medvr_env.Episode.looks`, never from tool names). :func:`table1_markdown` lays several results out like
-Table 1 of the MedVR paper (rows: agents; columns: benchmarks and their averages).
+from its step records by :meth:`medvr_env.Episode.looks`, never from tool names).
+:func:`table1_markdown` lays several results out like Table 1 of the MedVR paper (rows:
+agents; columns: benchmarks and their averages).
 
 The same runs from the command line: ``medvr eval --env ID --split test --agent NAME``.
 
