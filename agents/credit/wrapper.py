@@ -132,7 +132,8 @@ class CCAReward(gym.Wrapper, RecordConstructorArgs):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not hasattr(type(env.unwrapped), "episode"):
-            raise TypeError(f"CCAReward wraps a MedVR env (one with .unwrapped.episode), got {type(env.unwrapped).__name__}")
+            raise TypeError("CCAReward wraps a MedVR env (one with .unwrapped.episode), "
+                            f"got {type(env.unwrapped).__name__}")
         self.eta, self.min_correct, self.grid, self.voters = float(eta), int(min_correct), grid, voters
         self.no_look_reward, self.tool_weight = float(no_look_reward), float(tool_weight)
         self.max_per_sample, self.max_samples = int(max_per_sample), int(max_samples)
