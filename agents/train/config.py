@@ -106,14 +106,20 @@ class CCASettings:
         enabled: Reward correct zooming trajectories by their footprint's IoU with the group's consensus; off: the
             tool reward is 0.
         eta: IoU threshold: ``R_tool`` is 1.0 above it, 0.5 otherwise (only with a correct answer).
-        grid: Footprints are rasterised on this many cells per image side (``None``: original pixels).
-        min_correct: Fewer correct trajectories than this: no consensus, a correct zooming trajectory gets 0.5.
+        grid: Footprints are rasterised on this many cells per image side (``"pixels"``: original pixels).
+        min_correct: Fewer voters than this: no consensus, a correct zooming trajectory gets 0.5.
+        voters: ``"correct"`` (every correct trajectory votes; the paper's formula) or ``"correct_looking"``.
+        no_look_reward: ``R_tool`` of a correct trajectory that never zoomed.
+
+    Edge cases (no correct trajectory, one, empty consensus) are decided in :mod:`agents.credit.cca`.
     """
 
     enabled: bool = False
     eta: float = 0.5
-    grid: int | None = 64
+    grid: Any = 64
     min_correct: int = 2
+    voters: str = "correct"
+    no_look_reward: float = 0.0
 
 
 @dataclass

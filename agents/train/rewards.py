@@ -63,29 +63,31 @@ def make_format_reward(penalty: float) -> Callable[..., list[float]]:
 
 
 def make_tool_reward(settings: CCASettings, group_size: int) -> Callable[..., list[float]]:
-    """``1[R_acc > 0]·R_tool``: CCA's consensus credit per group (:mod:`agents.credit`), or 0 when CCA is off."""
+    """``1[R_acc > 0]·R_tool``: CCA's consensus credit per group (:func:`agents.credit.consensus_credit`), or 0
+    when CCA is off. A trajectory counts as correct for the vote when its accuracy reward is positive."""
 
     def tool_reward(completions: Sequence[Any], episode: Sequence[Any], group: Sequence[int],
-                    accuracy: Sequence[float], **_: Any) -> list[float]:
+                    accuracy: Sequence[float], log_metric: Callable[[str, float], None] | None = None,
+                    **_: Any) -> list[float]:
         if not settings.enabled:
             return [0.0] * len(completions)
-        from agents.credit import consensus_credit  # imported lazily: the credit package is optional here
+        from agents.credit import consensus_credit
 
         out = [0.0] * len(completions)
+        cases: list[str] = []
         for run in groups_of(group, group_size):
             credit = consensus_credit([episode[i] for i in run], eta=settings.eta, grid=settings.grid,
-                                      min_correct=settings.min_correct)
-            for i, value in zip(run, _tool_values(credit)):
-                out[i] = float(value) if accuracy[i] > 0 else 0.0
+                                      min_correct=settings.min_correct, voters=settings.voters,
+                                      correct=[accuracy[i] > 0 for i in run], no_look_reward=settings.no_look_reward)
+            for i, value in zip(run, credit.tool_rewards):
+                out[i] = float(value)
+            cases += [str(getattr(c, "value", c)) for c in credit.cases]
+        if log_metric is not None and cases:
+            for case in ("agrees", "disagrees", "no_look", "too_few_correct", "empty_consensus"):
+                log_metric(f"cca/{case}", cases.count(case) / len(cases))
         return out
 
     return tool_reward
-
-
-def _tool_values(credit: Any) -> list[float]:
-    """The per-member ``R_tool`` from what :func:`agents.credit.consensus_credit` returns."""
-    members = getattr(credit, "members", credit)
-    return [float(getattr(m, "r_tool", getattr(m, "reward", m))) for m in members]
 
 
 def reward_functions(rewards: Any, cca: CCASettings, group_size: int) -> tuple[list[Callable], list[float]]:

@@ -66,6 +66,7 @@ def rollout_to_sample(rollout: Any) -> TrainSample:
     episode = rollout.episode
     steps = episode.steps
     answered = episode.grade is not None
+    looks = episode.looks()  # steps that made a new view, read from what each step recorded
     return TrainSample(
         prompt_ids=list(seg.token_ids[:first]),
         completion_ids=list(seg.token_ids[first:]),
@@ -78,8 +79,8 @@ def rollout_to_sample(rollout: Any) -> TrainSample:
             "accuracy": float(episode.grade["score"]) if answered else 0.0,
             "correct": bool(answered and episode.grade["correct"]),
             "well_formed": answered and all(s.error is None for s in steps),
-            "looked": any(s.new_view is not None for s in steps),
-            "looks": sum(1 for s in steps if s.new_view is not None),
+            "looked": bool(looks),
+            "looks": len(looks),
             "turns": len(rollout.turns),
             "entropy": _mean([h for t in rollout.turns for h in t.entropies]),
             "branched": bool(rollout.info.get("branched", False)),

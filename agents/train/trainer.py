@@ -215,6 +215,23 @@ class MedVRGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["num_tokens"] = [self.state.num_input_tokens_seen]
 
     # ------------------------------------------------------------------ checkpoints
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """Load a checkpoint's weights through ``from_pretrained``, which maps saved key names back.
+
+        transformers 5 saves VLMs under their original key names (``model.layers.*`` for Qwen2.5-VL's
+        ``model.language_model.layers.*``) but ``Trainer`` loads a resumed checkpoint's state dict as it is, with
+        ``strict=False``: every weight is reported missing and the resumed run silently continues from the weights
+        it started with. Adapter (LoRA), FSDP and DeepSpeed checkpoints keep the stock path.
+        """
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        if (hasattr(target, "get_base_model") or self.is_fsdp_enabled or self.is_deepspeed_enabled
+                or not _has_full_weights(resume_from_checkpoint)):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        dtype = next(target.parameters()).dtype
+        saved = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype, local_files_only=True)
+        target.load_state_dict(saved.state_dict(), strict=True)
+        del saved
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
@@ -225,6 +242,11 @@ class MedVRGRPOTrainer(GRPOTrainer):
                 "complete": True,
                 "config": self.medvr_config,
             })
+
+
+def _has_full_weights(folder: str | os.PathLike) -> bool:
+    return any((Path(folder) / name).is_file() for name in
+               ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"))
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
