@@ -509,3 +509,14 @@ def test_batch_credit_groups_members_by_sample_and_keeps_the_batch_order(env):
     del record["sample"]
     with pytest.raises(ValueError, match="no sample_id"):
         batch_consensus_credit([record])
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import agents.credit.footprint
+    import medvr_env.branching
+
+    for module in (agents.credit.footprint, medvr_env.branching):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
