@@ -39,6 +39,13 @@ AGENTS: dict[str, str] = {
 }
 
 
+class AgentSetupError(ValueError):
+    """The agent cannot act in this env as set up (a split or dataset it refuses, missing weights).
+
+    Raised by an agent's ``__init__`` or ``reset``; ``medvr run``/``eval`` report it as one line.
+    """
+
+
 def policy_env(env: gym.Env, agent: Any) -> gym.Env:
     """The layer of ``env``'s wrapper stack that ``agent`` steps.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
@@ -20,7 +21,7 @@ from medvr_env.tools import registered_tools, resolve_tool
 from medvr_env.data.files import DatasetFormatError, DatasetNotFoundError
 from medvr_env.data.images import ImageDecodeError, UnsafePathError
 
-from .base import AGENTS, make_agent
+from .base import AGENTS, AgentSetupError, make_agent
 from .evaluate import evaluate, table1_markdown
 from .runner import Interrupted, partial_path, run_episodes, write_json, write_text
 from .report.cli import add_parser as add_report_parser, report_after_run
@@ -91,7 +92,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Interrupted as exc:
         summary, interrupted = exc.partial, exc
     except DATA_ERRORS as exc:
+        _discard_if_empty(out)
         raise UsageError(f"{exc} (finished episodes are in {partial_path(trajectories)})") from None
+    except AgentSetupError as exc:
+        _discard_if_empty(out)
+        raise UsageError(f"agent {args.agent!r}: {exc}") from None
     finally:
         env.close()
     split = getattr(env.unwrapped.dataset, "split", "?")
@@ -142,6 +147,15 @@ def _make_folder(path: Path, flag: str) -> Path:
         why = f"{blocker} is a file, not a folder" if blocker is not None else (exc.strerror or str(exc))
         raise UsageError(f"{flag}: cannot create the folder {path}: {why}") from None
     return path
+
+
+def _discard_if_empty(folder: Path) -> None:
+    """Remove the output folder of a run that stopped before finishing any episode (it holds only empty files)."""
+    files = list(folder.iterdir())
+    if all(f.is_file() and f.stat().st_size == 0 for f in files):
+        for f in files:
+            f.unlink()
+        folder.rmdir()
 
 
 def _agent_kwargs(args: argparse.Namespace) -> dict:
@@ -336,24 +350,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DELEGATED: dict[str, str] = {
+    "train-reader": "agents.uncertainty.train:main",  # torch
+    "train-patch-reader": "agents.patch_reader.train:main",  # torch
+    "train": "agents.train.cli:main",  # torch and TRL
+    "sft": "agents.tinyvlm.sft:main",  # torch and transformers
+}
+"""Commands that parse their own options (``main(argv) -> int``), imported only when run so that the others start
+fast without torch; ``build_parser`` lists them for ``medvr --help``."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["sft"]:
-        from agents.tinyvlm.sft import main as sft  # torch and transformers only for this command
-
-        return sft(argv[1:])
-    if argv[:1] == ["train-patch-reader"]:
-        from agents.patch_reader.train import main as train_patch_reader  # torch only for this command
-
-        return train_patch_reader(argv[1:])
-    if argv[:1] == ["train-reader"]:
-        from agents.uncertainty.train import main as train_reader  # torch only for this command
-
-        return train_reader(argv[1:])
-    if argv[:1] == ["train"]:
-        from agents.train.cli import main as train_main  # torch and TRL only for this command
-
-        return train_main(argv[1:])
+    if argv[:1] and argv[0] in DELEGATED:
+        module, _, name = DELEGATED[argv[0]].partition(":")
+        try:
+            command = getattr(importlib.import_module(module), name)
+        except ModuleNotFoundError as exc:
+            print(f"medvr {argv[0]}: error: {exc}; install the extra this command needs (see README)", file=sys.stderr)
+            return 2
+        try:
+            return command(argv[1:])
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a usage error, --help or --version: argparse has printed what to say

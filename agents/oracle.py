@@ -20,6 +20,7 @@ from typing import Any
 
 from medvr_env import MedVRVQAEnv
 
+from .base import AgentSetupError
 from .scripted import PatchReaderAgent, box_around, sample_rng
 
 
@@ -40,11 +41,13 @@ class OracleAgent(PatchReaderAgent):
     def reset(self, env: MedVRVQAEnv, obs: dict[str, Any], info: dict[str, Any]) -> None:
         split = getattr(env.episode.sample, "split", None)
         if split == "train" and not self.allow_train_split:
-            raise ValueError("the oracle agent reads evaluation-only finding boxes and is not for the train split; "
-                             "evaluate it with --split test (or pass allow_train_split=True to measure it there)")
+            raise AgentSetupError(
+                "the oracle agent reads evaluation-only finding boxes and is not for the train split; "
+                "evaluate it with --split test (or pass allow_train_split=True to measure it there)")
         if "findings" not in env.episode.sample.meta:
-            raise ValueError(f"the oracle agent needs a dataset with finding boxes in sample.meta['findings'] "
-                             f"(the procedural dataset); {env.episode.sample.sample_id!r} has none")
+            raise AgentSetupError(
+                f"the oracle agent needs a dataset with finding boxes in sample.meta['findings'] "
+                f"(the procedural dataset); {env.episode.sample.sample_id!r} has none")
         super().reset(env, obs, info)
 
     def plan(self, obs: dict[str, Any], budget: int) -> tuple[list[tuple[float, float, float, float]], float]:

@@ -24,7 +24,8 @@ from medvr_env.registration import load_registry
 from .dataset_fixtures import make_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTLESS_AGENTS = sorted(name for name in AGENTS if name != "vlm")
+VLM_AGENTS = {"vlm", "tiny"}  # need weights (a checkpoint, or the tiny model `medvr sft --bundled` builds)
+WEIGHTLESS_AGENTS = sorted(set(AGENTS) - VLM_AGENTS)
 ENV_IDS = [entry["id"] for entry in load_registry()]
 
 
@@ -77,6 +78,7 @@ def test_run_mistakes_are_one_line(tmp_path, capsys):
     _one_line_error(capsys, ["run", "--env", "MedVR-VQA-RAD-v0", "--data-root", str(tmp_path / "absent"), *out],
                     "VQA-RAD not found")
     _one_line_error(capsys, ["run", "--split", "nosuch", *out], "split")
+    _one_line_error(capsys, ["run", "--agent", "oracle", "--split", "train", *out], "oracle", "not for the train split")
     _one_line_error(capsys, ["run", "--bogus"], "unrecognized arguments: --bogus")
     assert not list(tmp_path.glob("MedVR-*")), "nothing is written for a run that could not start"
 
@@ -101,11 +103,18 @@ def test_eval_mistakes_are_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("agent", WEIGHTLESS_AGENTS)
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_every_listed_id_runs_with_every_bundled_agent(env_id, agent, tmp_path, capsys):
-    extra = [f"--data-root={root}" for root in make_kwargs(gym.spec(env_id)).values()]
-    if gym.spec(env_id).kwargs.get("dataset") == "procedural":
+    spec = gym.spec(env_id)
+    extra = [f"--data-root={root}" for root in make_kwargs(spec).values()]
+    procedural = spec.kwargs.get("dataset") == "procedural"
+    if procedural:
         extra += ["--env-kwarg", "num_samples=16"]  # the majority agent counts its prior over every training sample
-    code = main(["run", "--env", env_id, "--agent", agent, "--episodes", "2", "--out", str(tmp_path),
-                 "--no-progress", *extra])
+    if agent == "oracle":
+        extra += ["--split", "test"]  # it refuses the train split
+    argv = ["run", "--env", env_id, "--agent", agent, "--episodes", "2", "--out", str(tmp_path), "--no-progress", *extra]
+    if agent == "oracle" and not procedural:  # it reads the procedural dataset's finding boxes: elsewhere, one line
+        _one_line_error(capsys, argv, "oracle", "finding boxes")
+        return
+    code = main(argv)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
