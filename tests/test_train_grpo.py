@@ -282,3 +282,18 @@ def test_an_evicting_image_budget_is_refused(tiny_path, tmp_path):
     with pytest.raises(ValueError, match="never evicts|one token sequence"):
         MedVRGRPOTrainer(policy, lambda: None, reward_funcs=trainer.reward_funcs, args=trainer.args,
                          train_dataset=trainer.train_dataset)
+
+
+def test_the_example_trains_a_tiny_vlm(tmp_path, monkeypatch, capsys):
+    """examples/train_grpo.py --tiny: three GRPO steps on CPU, a final checkpoint, a one-line summary."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_grpo_example", EXAMPLES / "train_grpo.py")
+    example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(__import__("sys").modules, spec.name, example)  # dataclasses look their module up
+    spec.loader.exec_module(example)
+    monkeypatch.setattr("sys.argv", ["train_grpo.py", "--tiny", "--output-dir", str(tmp_path)])
+    example.main()
+    assert "done: 3 steps" in capsys.readouterr().out
+    assert (tmp_path / "final" / "model.safetensors").is_file()
+    assert latest_checkpoint(tmp_path).name == "checkpoint-3"
