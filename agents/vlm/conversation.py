@@ -155,7 +155,8 @@ class Conversation:
             entropies=list(out.entropies), argument_mask=te.argument_mask, box_mask=te.box_mask,
             entropy=te.entropy, tool_entropy=te.tool_entropy, finish=out.finish,
             context_tokens=sum(len(p.ids) for p in self.parts), views_in_context=[s.view for s in live],
-            shown_sizes=self.shown_sizes(), segment=self.segment, first_coordinate=te.first_coordinate,
+            shown_sizes=self.shown_sizes(), segment=self.segment, coordinate_mask=te.coordinate_mask,
+            first_coordinate=te.first_coordinate,
         )
         self.parts.append(Part("gen", list(out.ids), turn=record.turn, logprobs=list(out.logprobs),
                                entropies=list(out.entropies), segment=self.segment))

@@ -16,7 +16,7 @@ parser (:mod:`medvr_env.action_spans`): one grammar for the env and the policy; 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -78,6 +78,7 @@ class TurnEntropy:
             parsed tool call.
         argument_mask: Tokens overlapping the call's arguments.
         box_mask: Tokens overlapping the box argument's value (``[x1, y1, x2, y2]``).
+        coordinate_mask: Tokens overlapping the box's numbers, from the first to the last (EVR's window).
         first_coordinate: Index of the first token of the box's first number (EVR's fork point), or ``None``.
     """
 
@@ -85,6 +86,7 @@ class TurnEntropy:
     tool_entropy: float | None
     argument_mask: list[bool]
     box_mask: list[bool]
+    coordinate_mask: list[bool] = field(default_factory=list)
     first_coordinate: int | None = None
 
 
@@ -98,17 +100,18 @@ def turn_entropy(tokenizer: Any, ids: Sequence[int], entropies: Sequence[float],
     entropy = float(sum(entropies) / len(entropies)) if entropies else None
     if spans is None or spans.arguments is None:
         empty = [False] * len(ids)
-        return TurnEntropy(entropy, None, empty, empty)
+        return TurnEntropy(entropy, None, empty, empty, empty)
     offsets = token_offsets(tokenizer, ids)
     arg_mask = span_mask(offsets, spans.arguments)
     box = spans.argument("box")
     box_mask = span_mask(offsets, box.value if box is not None else None)
-    first = None
-    if spans.box_items:
-        first = next((i for i, m in enumerate(span_mask(offsets, spans.box_items[0])) if m), None)
+    items = spans.box_items
+    coordinate_mask = span_mask(offsets, (items[0][0], items[-1][1]) if items else None)
+    first = next((i for i, m in enumerate(coordinate_mask) if m), None)
     chosen = box_mask if any(box_mask) else arg_mask
     values = [h for h, m in zip(entropies, chosen) if m]
-    return TurnEntropy(entropy, float(sum(values) / len(values)) if values else None, arg_mask, box_mask, first)
+    return TurnEntropy(entropy, float(sum(values) / len(values)) if values else None, arg_mask, box_mask,
+                       coordinate_mask, first)
 
 
 __all__ = [

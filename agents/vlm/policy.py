@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
 from medvr_env.boxes import check_format
 
+from .branching import EVRConfig, GroupRollouts, GroupRunner
 from .budget import ImageBudget
 from .conversation import Conversation, TurnOutput
 from .engine import BatchState, Engine
@@ -157,6 +158,43 @@ class VLMPolicy:
             self.engine.drop(state, [r for r, conv in enumerate(state.convs) if not conv.finished])
         self.last_stats = dict(state.stats)
         return [conv.to_rollout() for conv in convs]
+
+    def rollout_groups(
+        self,
+        make_env: Callable[[], Any],
+        *,
+        seeds: Sequence[int | None] | None = None,
+        options: Sequence[dict[str, Any] | None] | None = None,
+        evr: EVRConfig | None = None,
+    ) -> GroupRollouts:
+        """EVR: play a group of ``evr.group_size`` trajectories for each sample, all samples in one batch.
+
+        Half the group (``evr.independent``) are independent rollouts; the other slots go to branches forked where
+        the coordinate entropy rises above the trajectory's baseline, and unused slots to fresh rollouts
+        (:mod:`agents.vlm.branching`).
+
+        Args:
+            make_env: Builds one env (called as envs are needed; finished trajectories' envs are reused). Every
+                env must be built the same way: a branch's env is restored from its parent's snapshot.
+            seeds, options: Per sample, the ``reset`` seed and options that select it (one of them is enough;
+                e.g. ``options=[{"index": i} for i in batch]``). Every trajectory of a group resets with them.
+            evr: Group size, budget split, window, baseline length, P_base, γ, seed (:class:`EVRConfig`).
+
+        Returns:
+            :class:`~agents.vlm.branching.GroupRollouts`: one :class:`~agents.vlm.branching.RolloutGroup` per
+            sample (``rollouts``: exactly ``group_size`` :class:`Rollout` s with keys ``(sample, id)``, and the
+            ``branches`` made), and ``stats`` (engine counters, branches, branch rate, shared tokens).
+        """
+        if seeds is None and options is None:
+            raise ValueError("give the samples as seeds=[...] and/or options=[...] (one entry per sample)")
+        n = len(seeds) if seeds is not None else len(options or [])
+        seeds = list(seeds) if seeds is not None else [None] * n
+        options = list(options) if options is not None else [None] * n
+        if len(seeds) != len(options):
+            raise ValueError(f"seeds and options must have one entry per sample, got {len(seeds)} and {len(options)}")
+        result = GroupRunner(self, make_env, evr or EVRConfig()).run(seeds, options)
+        self.last_stats = dict(result.stats)
+        return result
 
     @staticmethod
     def step(conv: Conversation, out: TurnOutput) -> None:

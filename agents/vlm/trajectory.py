@@ -42,6 +42,7 @@ class TurnRecord:
     views_in_context: list[int]  # env views shown as images when the turn began (evicted ones excluded)
     shown_sizes: dict[int, tuple[int, int]]  # view -> (width, height) the model saw it at
     segment: int
+    coordinate_mask: list[bool] = field(default_factory=list)  # tokens of the box's numbers (EVR's entropy window)
     first_coordinate: int | None = None  # index of the first token of the box's first number (EVR's fork point)
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +92,10 @@ class Rollout:
     evictions: int = 0
     downscales: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    parent: Any = None  # EVR: the key of the trajectory this one branched from (None: an independent rollout)
+    fork_turn: int | None = None  # EVR: the turn it branched at
+    fork_token: int | None = None  # EVR: index in that turn of its first own token (the first coordinate token)
+    shared_tokens: int = 0  # EVR: generated tokens inherited from the parent (not sampled again)
 
     @property
     def total_reward(self) -> float:
@@ -114,6 +119,10 @@ class Rollout:
             "rebuilds": self.rebuilds,
             "evictions": self.evictions,
             "downscales": self.downscales,
+            "parent": self.parent,
+            "fork_turn": self.fork_turn,
+            "fork_token": self.fork_token,
+            "shared_tokens": self.shared_tokens,
             "turns": [t.to_dict() for t in self.turns],
             "segments": [s.to_dict() for s in self.segments],
             "episode": self.episode.to_dict(),
