@@ -36,6 +36,7 @@ def test_example_configs_parse():
     ({"model": "m", "polcy": {}}, "did you mean 'policy'"),
     ({"model": "m", "cca": {"etta": 0.5}}, "did you mean 'eta'"),
     ({"model": "m", "grpo": {"temperature": 0.7}}, "policy.temperature"),
+    ({"model": "m", "grpo": {"mask_truncated_completions": True}}, "stop strings"),
     ({"model": "m", "grpo": {"num_generations": 1, "per_device_train_batch_size": 1}}, ">= 2"),
     ({"grpo": {}}, "'model' is required"),
     ({"model": "m", "grpo": {"steps_per_generation": 2, "save_steps": 3}}, "cannot resume exactly"),
@@ -100,7 +101,7 @@ import gymnasium as gym  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 import medvr_env  # noqa: E402,F401
-from agents.testing import ForceText, build_tiny_vlm  # noqa: E402
+from agents.testing import ForceText, ZoomGrammar, build_tiny_vlm  # noqa: E402
 from agents.train.callbacks import read_metrics  # noqa: E402
 from agents.train.run import build_trainer  # noqa: E402
 from agents.train.samples import ImageTokenMismatch, check_image_tokens, rollout_to_sample  # noqa: E402
@@ -115,7 +116,7 @@ def tiny_path(tmp_path_factory):
     return build_tiny_vlm("qwen2_5_vl", tmp_path_factory.mktemp("tiny_qwen25"))
 
 
-def make_config(tiny_path, out, *, group=2, batch=4, **grpo) -> TrainConfig:
+def make_config(tiny_path, out, *, group=2, batch=4, evr=None, **grpo) -> TrainConfig:
     grpo_section = {"num_generations": group, "per_device_train_batch_size": batch, "max_steps": 1,
                     "learning_rate": 1e-3, "beta": 0.0, "logging_steps": 1, "save_strategy": "no",
                     "disable_tqdm": True, **grpo}
@@ -124,6 +125,7 @@ def make_config(tiny_path, out, *, group=2, batch=4, **grpo) -> TrainConfig:
         "env": {"id": "MedVR-VQA-Text-v0", "kwargs": {"dataset_kwargs": {"num_samples": 4}, "max_steps": 3},
                 "limit": batch // group},
         "policy": {"temperature": 1.0, "max_new_tokens": 64, "max_turns": 3, "device": "cpu"},
+        "evr": evr or {},
         "grpo": grpo_section,
     })
 
@@ -197,7 +199,7 @@ def test_loss_on_a_fixed_batch_goes_down(tiny_path, tmp_path):
     records = read_metrics(Path(config.output_dir) / "metrics.jsonl")
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
     assert records[0]["rewards/format/mean"] == pytest.approx(-0.1)
-    assert records[0]["medvr/answered_well_formed"] == pytest.approx(0.5)
+    assert records[0]["medvr/well_formed"] == pytest.approx(0.5) and records[0]["medvr/answered"] == 1.0
 
 
 class Killed(Exception):
@@ -297,3 +299,28 @@ def test_the_example_trains_a_tiny_vlm(tmp_path, monkeypatch, capsys):
     assert "done: 3 steps" in capsys.readouterr().out
     assert (tmp_path / "final" / "model.safetensors").is_file()
     assert latest_checkpoint(tmp_path).name == "checkpoint-3"
+
+
+def test_evr_groups_train_with_their_branches(tiny_path, tmp_path):
+    """evr.enabled: each group comes from VLMPolicy.rollout_groups (half independent, half branched at the first
+    box coordinate); the branches train like any trajectory, crops included, and the branch rate is logged."""
+    evr = {"enabled": True, "p_base": 1.0, "gamma": 0.0, "min_delta": -1.0}  # every fork opportunity branches
+    trainer = make_trainer(make_config(tiny_path, tmp_path, group=4, batch=4, evr=evr))
+    trainer.policy.sampling.logits_hooks = [ZoomGrammar(trainer.policy.tokenizer, zooms=1, coordinate_range=(0, 80))]
+    grids = []
+
+    def hook(module, args, kwargs):
+        if torch.is_grad_enabled() and "image_grid_thw" in kwargs:
+            grids.append(kwargs["image_grid_thw"].shape[0])
+
+    handle = trainer.policy.model.register_forward_pre_hook(hook, with_kwargs=True)
+    trainer.train()
+    handle.remove()
+    samples = trainer._last_samples
+    assert len(samples) == 4 and all(len(s.images) == 2 for s in samples)  # view 0 + one crop each
+    assert grids == [8]
+    branched = [s.fields["branched"] for s in samples]
+    assert branched[:2] == [False, False] and any(branched[2:])
+    logged = next(r for r in trainer.state.log_history if "loss" in r)
+    assert logged["evr/branch_rate"] > 0 and logged["medvr/branched"] == pytest.approx(sum(branched) / 4)
+    assert logged["evr/shared_generated_tokens"] > 0

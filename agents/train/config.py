@@ -88,6 +88,7 @@ class EVRSettings:
         gamma: Entropy weight ``γ`` in ``P = clip(P_base + γ·ΔH, 0, 1)``.
         baseline_tokens: ``H_base`` is the mean entropy of a trajectory's first this-many generated tokens.
         window: Rolling window over the box-coordinate tokens for ``H_tool``.
+        min_delta: A fork is considered only when ``H_tool - H_base`` exceeds this.
     """
 
     enabled: bool = False
@@ -96,6 +97,7 @@ class EVRSettings:
     gamma: float = 0.5
     baseline_tokens: int = 20
     window: int = 8
+    min_delta: float = 0.0
 
 
 @dataclass
@@ -162,6 +164,9 @@ OWNED_GRPO_KEYS = {
     "reward_weights": "set the rewards section (accuracy, format, tool)",
     "remove_unused_columns": "the trainer needs every dataset column; leave it unset",
     "use_vllm": "rollouts run on the MedVR VLM policy (multi-turn, env-inserted crops); vLLM is not used",
+    "mask_truncated_completions": "TRL calls a completion truncated when its last token is not EOS, but MedVR turns "
+                                  "also end at stop strings (</answer>, </tool_call>); an episode without an answer "
+                                  "already gets the format penalty",
 }
 
 DEFAULT_GRPO: dict[str, Any] = {

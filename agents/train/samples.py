@@ -78,12 +78,13 @@ def rollout_to_sample(rollout: Any) -> TrainSample:
             "episode": episode,
             "accuracy": float(episode.grade["score"]) if answered else 0.0,
             "correct": bool(answered and episode.grade["correct"]),
+            "answered": answered,
             "well_formed": answered and all(s.error is None for s in steps),
             "looked": bool(looks),
             "looks": len(looks),
             "turns": len(rollout.turns),
             "entropy": _mean([h for t in rollout.turns for h in t.entropies]),
-            "branched": bool(rollout.info.get("branched", False)),
+            "branched": getattr(rollout, "parent", None) is not None,
         },
     )
 

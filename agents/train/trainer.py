@@ -18,7 +18,8 @@ TRL then builds the loss forward's ``pixel_values``/``image_grid_thw`` from thos
 - **Checkpoints.** TRL's checkpoint, then ``medvr_state.json`` written atomically last: a checkpoint without it is
   incomplete and never resumed from (:func:`latest_checkpoint`).
 
-Only Qwen-VL families are supported: TRL's tool-image path builds vision inputs with ``image_grid_thw``.
+Supported families: Qwen-VL (``pixel_values`` + ``image_grid_thw``) and fixed-size-image models such as the
+project's ``medvr_tiny`` (one ``pixel_values`` row per image); TRL splits other layouts (tiles, image sizes) wrongly.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from agents.runner import write_json
 from .samples import ImageTokenMismatch, TrainSample, check_image_tokens, rollout_to_sample
 
 STATE_FILE = "medvr_state.json"
+SUPPORTED_VISION_INPUTS = {"pixel_values", "image_grid_thw"}
 
 
 def env_inserted_images(image_index: int) -> str:
@@ -76,11 +78,13 @@ class MedVRGRPOTrainer(GRPOTrainer):
                  args: Any, train_dataset: Any, callbacks: Sequence[Any] | None = None, peft_config: Any = None,
                  evr: Any = None, rollout_seed: int = 0, config: dict[str, Any] | None = None) -> None:
         adapter = policy.adapter
-        if "image_grid_thw" not in getattr(adapter, "vision_keys", ()):
+        vision_inputs = set(getattr(adapter.image_processor, "model_input_names", None) or ["pixel_values"])
+        if not vision_inputs <= SUPPORTED_VISION_INPUTS:
             raise ValueError(
-                f"{adapter.name}: GRPO training supports the Qwen-VL families (qwen2_vl, qwen2_5_vl, qwen3_vl); TRL "
-                f"1.16 builds the loss forward's vision inputs for images inside the completion only with "
-                f"image_grid_thw"
+                f"{adapter.name}: its image processor makes {sorted(vision_inputs)}; TRL 1.16 splits the loss "
+                f"forward's vision inputs per sample only for Qwen-VL grids (pixel_values + image_grid_thw) and for "
+                f"fixed-size images (one pixel_values row per image). Supported: qwen2_vl, qwen2_5_vl, qwen3_vl, "
+                f"medvr_tiny"
             )
         budget = policy.budget
         if budget.max_images is not None or budget.max_image_tokens is not None:
@@ -94,6 +98,8 @@ class MedVRGRPOTrainer(GRPOTrainer):
         super().__init__(model=policy.model, reward_funcs=list(reward_funcs), args=args, train_dataset=train_dataset,
                          processing_class=policy.vlm.processor, callbacks=list(callbacks or []),
                          peft_config=peft_config)
+        if self._image_pad_token_id is None:  # TRL knows only "<|image_pad|>" and "<|image|>" by name
+            self._image_pad_token_id = adapter.image_token_id
         if self._image_pad_token_id != adapter.image_token_id:
             raise ValueError(f"TRL's image pad token id {self._image_pad_token_id} is not the policy's "
                              f"{adapter.image_token_id}")
@@ -105,6 +111,8 @@ class MedVRGRPOTrainer(GRPOTrainer):
         self.rollout_seed = int(rollout_seed)
         self.medvr_config = dict(config or {})
         self._envs: list[Any] = []
+        self._env_cursor = 0
+        self._evr_stats: dict[str, float] = {}
         self._pending_inputs: list[dict[str, Any]] | None = None
         self._last_samples: list[TrainSample] = []
 
@@ -121,6 +129,11 @@ class MedVRGRPOTrainer(GRPOTrainer):
                 f"the batch TRL built lost its images (expected {expected} per sample, got "
                 f"{output.get('num_images')}): TRL's image processor disagrees with the policy's placeholder counts. "
                 f"Use the policy's processor as the trainer's processing_class with the same processor_kwargs"
+            )
+        if any(expected) and "image_grid_thw" not in output and output["pixel_values"].shape[0] != sum(expected):
+            raise ImageTokenMismatch(
+                f"pixel_values has {output['pixel_values'].shape[0]} rows for {sum(expected)} images: TRL can split "
+                f"vision inputs per sample only with one row per image (or Qwen's image_grid_thw)"
             )
         return output
 
@@ -151,26 +164,50 @@ class MedVRGRPOTrainer(GRPOTrainer):
             if len(set(rows)) != 1:
                 raise ValueError(f"group {g} mixes samples {sorted(set(rows))}: the sampler must repeat each sample "
                                  f"num_generations times in a row")
-        while len(self._envs) < n:
-            self._envs.append(self.env_factory())
         step = int(self.state.global_step)
         rank = int(self.accelerator.process_index)
         self.policy.sampling.seed = derived_seed(self.rollout_seed, step, rank)
-        seeds = [derived_seed(self.rollout_seed, step, rank, i, 1) for i in range(n)]
-        options = [{"index": int(i)} for i in sample_indices]
         self._group_ids = [derived_seed(step, rank, i // group_size) for i in range(n)]
+        self._env_cursor = 0
         with self._generation_model():
             if self.evr is not None and getattr(self.evr, "enabled", False):
-                rollouts = self._play_evr(groups, group_size, seeds, options)
+                rollouts = self._play_evr(groups, group_size, step, rank)
             else:
-                rollouts = self.policy.rollout(self._envs[:n], seeds=seeds, options=options, keys=list(range(n)))
+                seeds = [derived_seed(self.rollout_seed, step, rank, i, 1) for i in range(n)]
+                options = [{"index": int(i)} for i in sample_indices]
+                envs = [self._pooled_env() for _ in range(n)]
+                rollouts = self.policy.rollout(envs, seeds=seeds, options=options, keys=list(range(n)))
         return [rollout_to_sample(r) for r in rollouts]
 
-    def _play_evr(self, groups, group_size, seeds, options):
-        rollout_group = getattr(self.policy, "rollout_group", None)
-        if rollout_group is None:
-            raise RuntimeError("evr.enabled needs VLMPolicy.rollout_group (EVR rollouts), which this agents.vlm lacks")
-        raise NotImplementedError("EVR group rollouts are wired in once VLMPolicy.rollout_group lands")
+    def _pooled_env(self) -> Any:
+        """The next env of this process's pool (made on first use); the pool is handed out afresh every batch."""
+        if self._env_cursor == len(self._envs):
+            self._envs.append(self.env_factory())
+        env = self._envs[self._env_cursor]
+        self._env_cursor += 1
+        return env
+
+    def _play_evr(self, groups: list[list[int]], group_size: int, step: int, rank: int) -> list[Any]:
+        """EVR groups (``VLMPolicy.rollout_groups``): G/2 independent trajectories, the rest branched at the first
+        box coordinate when the coordinate entropy rises; children share the parent's prefix and env state."""
+        from agents.vlm import EVRConfig
+
+        e = self.evr
+        config = EVRConfig(group_size=group_size, independent=e.independent, window=e.window,
+                           baseline_tokens=e.baseline_tokens, p_base=e.p_base, gamma=e.gamma,
+                           min_delta=e.min_delta, seed=self.policy.sampling.seed)
+        result = self.policy.rollout_groups(
+            self._pooled_env,
+            seeds=[derived_seed(self.rollout_seed, step, rank, g, 2) for g in range(len(groups))],
+            options=[{"index": int(rows[0])} for rows in groups], evr=config,
+        )
+        self._evr_stats = dict(result.stats)
+        rollouts = []
+        for group in result.groups:
+            if len(group.rollouts) != group_size:
+                raise RuntimeError(f"EVR returned {len(group.rollouts)} trajectories for a group of {group_size}")
+            rollouts += group.rollouts
+        return rollouts
 
     @contextlib.contextmanager
     def _generation_model(self):
@@ -193,12 +230,13 @@ class MedVRGRPOTrainer(GRPOTrainer):
     def _log_rollout_metrics(self, samples: Sequence[TrainSample], mode: str) -> None:
         """Rollout statistics, averaged over every process's samples (TRL logs them with its own)."""
         device = self.accelerator.device
-        names = ["accuracy", "correct", "answered_well_formed", "tool_rate", "looks", "turns", "rollout_entropy",
-                 "branch_rate", "images", "generated_tokens", "completion_tokens"]
+        names = ["accuracy", "correct", "answered", "well_formed", "tool_rate", "looks", "turns", "rollout_entropy",
+                 "branched", "images", "generated_tokens", "completion_tokens"]
         rows = []
         for s in samples:
             f = s.fields
-            rows.append([f["accuracy"], float(f["correct"]), float(f["well_formed"]), float(f["looked"]),
+            rows.append([f["accuracy"], float(f["correct"]), float(f["answered"]), float(f["well_formed"]),
+                         float(f["looked"]),
                          float(f["looks"]), float(f["turns"]), f["entropy"], float(f["branched"]),
                          float(len(s.images)), float(s.generated_tokens), float(len(s.completion_ids))])
         local = torch.tensor(rows, dtype=torch.float64, device=device)
@@ -208,6 +246,16 @@ class MedVRGRPOTrainer(GRPOTrainer):
         for j, name in enumerate(names):
             if total[1, j] > 0:
                 self._metrics[mode][f"medvr/{name}"].append((total[0, j] / total[1, j]).item())
+        if self._evr_stats:  # EVR counters of this batch, summed over processes (rates recomputed from the sums)
+            keys = sorted(k for k in self._evr_stats if k != "branch_rate")
+            summed = self.accelerator.gather(torch.tensor([[float(self._evr_stats[k]) for k in keys]],
+                                                          dtype=torch.float64, device=device)).sum(0)
+            totals = dict(zip(keys, summed.tolist()))
+            for k, v in totals.items():
+                self._metrics[mode][f"evr/{k}"].append(v)
+            if totals.get("opportunities"):
+                self._metrics[mode]["evr/branch_rate"].append(totals.get("branches", 0.0) / totals["opportunities"])
+            self._evr_stats = {}
         n_tokens = self.accelerator.gather(torch.tensor(
             [sum(len(s.token_ids) for s in samples)], device=device)).sum().item()
         if mode == "train":
