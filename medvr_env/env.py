@@ -643,7 +643,14 @@ def _reported_uncertainty(action: dict[Any, Any], limit: int) -> dict[str, Any]:
 
 def _token_entropies(value: Any, limit: int) -> tuple[float | None, ...] | None:
     """One value per generated token: a list, tuple or 1-D array of at most ``limit`` numbers."""
-    if value is None:
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1 or value.size > limit:
+            return None
+        if value.dtype.kind in "iuf":  # the common case, without a walk
+            floats = value.astype(np.float64)
+            clipped = np.clip(np.nan_to_num(floats, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0).tolist()
+            return tuple(v if ok else None for v, ok in zip(clipped, np.isfinite(floats).tolist()))
+    elif not isinstance(value, (list, tuple)) or (list.__len__ if isinstance(value, list) else tuple.__len__)(value) > limit:
         return None
     checked = bound(value, 32 * limit, 2)  # a float is at most 24 characters of JSON
     if checked.error is not None or not isinstance(checked.value, list) or len(checked.value) > limit:
