@@ -12,6 +12,11 @@ PANEL_HEIGHT = 512
 _COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
 
 
+def view_box_colour(index: int) -> tuple[int, int, int]:
+    """RGB colour of view ``index``'s box (``index >= 1``), the same in ``env.render()`` and the HTML report."""
+    return _COLOURS[(index - 1) % len(_COLOURS)]
+
+
 def render_rgb(episode: Episode) -> np.ndarray:
     """The original image with every view's box drawn and numbered, beside the current view."""
     w, h = episode.image_size
@@ -19,7 +24,7 @@ def render_rgb(episode: Episode) -> np.ndarray:
     left = imaging.resize(episode.original, (max(1, round(w * scale)), PANEL_HEIGHT))
     left = np.ascontiguousarray(left)
     for view in episode.views[1:]:
-        colour = _COLOURS[(view.index - 1) % len(_COLOURS)]
+        colour = view_box_colour(view.index)
         p1 = (int(view.box.x1 * scale), int(view.box.y1 * scale))
         p2 = (int(view.box.x2 * scale) - 1, int(view.box.y2 * scale) - 1)
         cv2.rectangle(left, p1, p2, colour, 2)
