@@ -3,18 +3,20 @@
 CleanRL style: one file, a dataclass of arguments parsed from the command line, all work
 under ``if __name__ == "__main__"``. What it does:
 
-1. **Entropy channel.** Loads the image reader given by ``--reader`` or trains one
-   (``agents.uncertainty``, on the first training-split samples; the policies train on samples from
-   index 100,000 on, so the reader has never seen them) and plugs it in as
-   the env's ``uncertainty_estimator``, so ``obs["entropy"]`` and ``obs["view_entropy"]`` carry its
-   normalised answer entropy.
-2. **Training.** PPO and MaskablePPO (``MultiInputPolicy``) on ``MedVR-VQA-Tensor-v0``
-   (``MultiDiscrete([tool, region, answer])``, the train split), each once plain and once inside
+1. **Entropy channel.** The patch reader (``agents.patch_reader``: the cached one, built on first use
+   from train-split samples 0-1999; or ``--reader PATH``) reads the view the policy sees, at the
+   observation size (128 px), and :class:`~agents.patch_reader.estimator.PatchReaderEstimator` puts
+   the normalised entropy of its answer distribution in ``obs["entropy"]`` and ``obs["view_entropy"]``.
+   The policies train on train-split samples from index 100,000 on, which the reader has never seen.
+2. **Training.** PPO and MaskablePPO (``MultiInputPolicy``) on ``MedVR-VQA-Tensor-v0`` (128 px
+   observations; ``MultiDiscrete([tool, region, answer])`` with a 4x4 grid, so one zoom shows a finding
+   at 4-6 px; the train split), each once plain and once inside
    :class:`~medvr_env.wrappers.EntropyRegrounding` (EVR's regrounding as a reward term).
 3. **Evaluation.** Every policy answers the same held-out test-split samples (deterministic
    actions): accuracy, zoom rate, mean zooms and steps; against the scripted no-zoom agent
-   (answers from the first view), the reader's own answer on the first view, and chance
-   (a uniform guess among the answers that fit the question).
+   (the patch reader's answer rules on the 224 px first view), the patch reader's answer distribution on
+   the policy's first view, and chance (a uniform guess among the answers that fit the question); the
+   policy minus the no-zoom agent on the same samples, with a paired 95 % interval.
 4. **Files** (atomic writes) in ``--out``: ``<run>.zip`` models, ``learning_curve.png``,
    ``results.json``; the table is printed as Markdown.
 
@@ -54,14 +56,15 @@ class Args:
     eval_samples: int = field(default=300, metadata={"help": "test-split samples every policy is evaluated on"})
     algos: str = field(default="ppo,maskable_ppo", metadata={"help": "comma-separated: ppo, maskable_ppo"})
     regrounding: bool = field(default=True, metadata={"help": "also train each algorithm with EntropyRegrounding"})
-    reader: str = field(default="", metadata={"help": "reader checkpoint; empty: train one into --out"})
-    reader_train_samples: int = field(default=1200, metadata={"help": "samples to train the reader on"})
+    reader: str = field(default="", metadata={"help": "patch-reader checkpoint; empty: the cached one (built on "
+                                                      "first use; --tiny: a random-weight stand-in)"})
     out: str = field(default="runs/sb3_ppo", metadata={"help": "output folder"})
     plot: str = field(default="", metadata={"help": "also write the learning-curve PNG here"})
     threads: int = field(default=1, metadata={"help": "torch threads (1 is fastest on a shared 2-core machine)"})
 
 
 POLICY_START = 100_000  # the policies train on train-split samples from here on; the reader on the first ones
+OBS_SIZE = 128  # MedVR-VQA-Tensor-v0's observation size (envs_registry.yaml)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -78,8 +81,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     args = Args(**vars(parser.parse_args(argv)))
     if args.tiny:
         args = dataclasses.replace(args, total_timesteps=min(args.total_timesteps, 64), n_envs=1, n_steps=32,
-                                   train_samples=4, eval_samples=3, reader_train_samples=4)
-    for name in ("total_timesteps", "n_envs", "n_steps", "train_samples", "eval_samples", "reader_train_samples"):
+                                   train_samples=4, eval_samples=3)
+    for name in ("total_timesteps", "n_envs", "n_steps", "train_samples", "eval_samples"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     unknown = set(args.algos.split(",")) - {"ppo", "maskable_ppo"}
@@ -117,10 +120,11 @@ if __name__ == "__main__":
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     import medvr_env  # noqa: F401  (registers the ids)
+    from agents.metrics import is_correct
     from agents.runner import summarize
     from agents.scripted import NoZoomAgent
-    from agents.uncertainty import ImageReader, ReaderEstimator
-    from agents.uncertainty.train import train_reader
+    from agents.patch_reader.estimator import PatchReaderEstimator
+    from agents.patch_reader.store import default_path, load_reader
     from medvr_env.data.procedural import ProceduralDataset
     from medvr_env.grading import grade_answer
     from medvr_env.wrappers import EntropyRegrounding
@@ -133,22 +137,19 @@ if __name__ == "__main__":
     out.mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------- 1. the reader
-    if args.reader and Path(args.reader).is_file():
+    if args.reader:
         reader_path = Path(args.reader)
-        reader_report = ImageReader.load(reader_path).extra.get("report", {})
-        print(f"reader: {reader_path}")
+        reader = load_reader(reader_path)
+    elif args.tiny:  # a smoke test must not spend minutes building the real reader
+        from agents.patch_reader.testing import tiny_reader
+
+        reader_path, reader = Path("(random-weight stand-in)"), tiny_reader()
     else:
-        reader_path = Path(args.reader) if args.reader else out / "reader.pt"
-        print(f"training the image reader on {args.reader_train_samples} train-split samples ...", flush=True)
-        small = {"resolution": 64} if args.tiny else {}
-        reader, reader_report = train_reader(
-            ProceduralDataset("train", num_samples=args.reader_train_samples),
-            ProceduralDataset("test", num_samples=args.eval_samples), config=small,
-            epochs=2 if args.tiny else 20, seed=args.seed, progress=not args.tiny,
-        )
-        reader.save(reader_path, extra={"report": reader_report})
-        print(f"reader saved to {reader_path} ({reader_report['seconds']} s)")
-    estimator = ReaderEstimator(reader_path)
+        reader_path = default_path()
+        reader = load_reader()
+    reader_report = reader.config.meta.get("report", {})
+    print(f"patch reader: {reader_path}")
+    estimator = PatchReaderEstimator(reader, resolution=OBS_SIZE)
 
     # RL revisits the same samples: keep every rendered image (the dataset keeps 8 by default).
     train_data = ProceduralDataset("train", num_samples=args.train_samples, start_index=POLICY_START,
@@ -179,8 +180,10 @@ if __name__ == "__main__":
 
     print("baselines on the test split ...", flush=True)
     base_env = gym.make("MedVR-VQA-v0", dataset=test_data, split="test")
-    no_zoom_agent = NoZoomAgent()
-    no_zoom = summarize(play(base_env, no_zoom_agent.act, lambda e, o, i: no_zoom_agent.reset(e.unwrapped, o, i)))
+    no_zoom_agent = NoZoomAgent(reader=reader)
+    no_zoom_episodes = play(base_env, no_zoom_agent.act, lambda e, o, i: no_zoom_agent.reset(e.unwrapped, o, i))
+    no_zoom = summarize(no_zoom_episodes)
+    no_zoom_hits = np.array([float(is_correct(e)) for e in no_zoom_episodes])
 
     tensor_env = make_env(test_data, False)
     chance_terms, reader_hits = [], []
@@ -238,7 +241,11 @@ if __name__ == "__main__":
             return model.predict(obs, deterministic=True)[0]
 
         infos: list[dict] = []
-        summary = dataclasses.asdict(summarize(play(env, act, last_infos=infos)))
+        episodes = play(env, act, last_infos=infos)
+        summary = dataclasses.asdict(summarize(episodes))
+        diff = np.array([float(is_correct(e)) for e in episodes]) - no_zoom_hits
+        half = 1.96 * float(diff.std(ddof=1)) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        summary["minus_no_zoom"] = [float(diff.mean()), half]  # paired, same samples: mean and 95 % half-width
         if regrounding:  # share of test episodes whose regrounding term was paid (correct after a rise + look)
             summary["regrounding_paid_rate"] = float(np.mean([i["reward_terms"]["regrounding"] > 0 for i in infos]))
         return summary
@@ -303,20 +310,23 @@ if __name__ == "__main__":
         "env_id": "MedVR-VQA-Tensor-v0",
         "eval_samples": args.eval_samples,
         "reader": {"checkpoint": str(reader_path), "test": reader_report.get("test", {})},
+        "obs_size": OBS_SIZE,
         "baselines": baselines,
         "runs": runs,
         "seconds": round(time.time() - t_start, 1),
     }
     atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=float)))
 
-    lines = ["| policy | test accuracy | zoom rate | mean zooms | mean steps |", "|---|---|---|---|---|"]
+    lines = ["| policy | test accuracy | zoom rate | mean zooms | mean steps | minus no-zoom (95 % CI) |",
+             "|---|---|---|---|---|---|"]
     for name, run in runs.items():
         t = run["test"]
+        d, h = t["minus_no_zoom"]
         lines.append(f"| {name} | {t['accuracy']:.3f} | {t['zoom_rate']:.2f} | {t['mean_zooms']:.2f} "
-                     f"| {t['mean_steps']:.2f} |")
-    lines.append(f"| no-zoom scripted agent | {no_zoom.accuracy:.3f} | 0.00 | 0.00 | {no_zoom.mean_steps:.2f} |")
-    lines.append(f"| reader, first view | {baselines['reader_first_view']:.3f} | 0.00 | 0.00 | 1.00 |")
-    lines.append(f"| chance | {baselines['chance']:.3f} | - | - | - |")
+                     f"| {t['mean_steps']:.2f} | {100 * d:+.1f} ± {100 * h:.1f} |")
+    lines.append(f"| no-zoom scripted agent | {no_zoom.accuracy:.3f} | 0.00 | 0.00 | {no_zoom.mean_steps:.2f} | - |")
+    lines.append(f"| patch reader, policy's first view | {baselines['reader_first_view']:.3f} | 0.00 | 0.00 | 1.00 | - |")
+    lines.append(f"| chance | {baselines['chance']:.3f} | - | - | - | - |")
     print("\n" + "\n".join(lines))
     print(f"\nresults: {out / 'results.json'}\nplot:    {out / 'learning_curve.png'}\n"
           f"total {results['seconds']:.0f} s")

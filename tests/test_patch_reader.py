@@ -260,3 +260,44 @@ def test_looking_agents_zoom_as_documented():
     a = play_episode(env, RandomZoomAgent(max_zooms=3), options={"index": 1})
     b = play_episode(env, RandomZoomAgent(max_zooms=3), options={"index": 1})
     assert len(a.views) == 4 and [v.box for v in a.views] == [v.box for v in b.views]
+
+
+# --------------------------------------------------------------------------- answer distribution, estimator
+def test_answer_distribution_follows_the_readings():
+    f = Findings(readings=[reading(0.2, 0.2, "nodule", 0.9), reading(0.8, 0.8, "nodule", 0.8),
+                           reading(0.7, 0.3, "calcification", 0.9)])
+    count = f.distribution("How many nodules are there?", ["0", "1", "2", "3", "4"])
+    assert max(count, key=count.get) == "2" and sum(count.values()) == pytest.approx(1.0)
+    assert count["2"] == pytest.approx(0.9 * 0.8, abs=0.01)  # both nodules, each with its probability
+    where = f.distribution("In which quadrant of the image is the calcification?", list(QUADRANTS_))
+    assert max(where, key=where.get) == "upper right"
+    presence = f.distribution("Is there a micro-bleed in this image?", ["yes", "no"])
+    assert presence["no"] > 0.9
+    options = f.distribution("How many nodules are there?", ["1", "2"])  # multiple choice: the options only
+    assert set(options) == {"1", "2"} and options["2"] > options["1"]
+    from agents.patch_reader.reading import normalised_entropy
+
+    assert normalised_entropy({"a": 0.5, "b": 0.5}) == pytest.approx(1.0)
+    assert normalised_entropy({"a": 1.0, "b": 0.0}) == 0.0
+
+
+QUADRANTS_ = ("upper left", "upper right", "lower left", "lower right")
+
+
+def test_estimator_reads_the_view_the_policy_sees():
+    from agents.patch_reader.estimator import PatchReaderEstimator
+
+    env = gym.make("MedVR-VQA-Tensor-v0", num_samples=4,
+                   uncertainty_estimator="agents.patch_reader.estimator:PatchReaderEstimator")
+    obs, _ = env.reset(seed=0)
+    estimator = env.unwrapped.estimator
+    assert isinstance(estimator, PatchReaderEstimator) and estimator.resolution == 128 == obs["image"].shape[0]
+    assert obs["view_entropy"][1] == 1.0 and 0.0 <= obs["view_entropy"][0] <= 1.0
+    episode = env.unwrapped.episode
+    dist = estimator.distribution(episode)
+    assert set(dist) and sum(dist.values()) == pytest.approx(1.0)
+    found = estimator.findings(episode)
+    assert found.views[0].width == 128 and found.views[0].box == (0.0, 0.0, 1.0, 1.0)
+    assert estimator.findings(episode) is found  # cached per view
+    with pytest.raises(ValueError, match="resolution"):
+        PatchReaderEstimator(resolution=8)

@@ -68,7 +68,7 @@ def test_maskable_ppo_only_takes_valid_actions():
         masks = get_action_masks(env)
         action, _ = model.predict(obs, action_masks=masks)
         for a, m in zip(action, masks):  # every chosen part is allowed by its mask
-            assert m[a[0]] and m[5 + a[1]] and m[9 + a[2]]
+            assert m[a[0]] and m[5 + a[1]] and m[21 + a[2]]  # 5 tools, 16 grid cells, 13 answers
         obs, _, dones, infos = env.step(action)
         errors += sum(bool(i.get("error")) for i in infos)
         episodes += int(dones.sum())
@@ -83,7 +83,7 @@ def test_dqn_learns_a_tiny_budget_on_discrete_actions():
     model.learn(64)
     assert not np.allclose(before, _params(model))
     action, _ = model.predict(env.reset(), deterministic=True)
-    assert 0 <= int(action[0]) < 23
+    assert 0 <= int(action[0]) < 47  # think, relook, 16 zoom and 16 crop cells, 13 answers
 
 
 def test_subproc_vec_env_with_the_module_prefix():
@@ -91,10 +91,10 @@ def test_subproc_vec_env_with_the_module_prefix():
                        vec_env_cls=SubprocVecEnv, vec_env_kwargs={"start_method": "spawn"})
     try:
         obs = env.reset()
-        assert obs["image"].shape == (2, 64, 64, 3) and obs["question"].shape == (2, 16)
+        assert obs["image"].shape == (2, 128, 128, 3) and obs["question"].shape == (2, 16)
         masks = get_action_masks(env)
-        assert masks.shape == (2, 22) and masks.dtype == bool
-        answer = np.array([[4, 0, int(np.flatnonzero(m[9:])[0])] for m in masks])
+        assert masks.shape == (2, 34) and masks.dtype == bool
+        answer = np.array([[4, 0, int(np.flatnonzero(m[21:])[0])] for m in masks])
         obs, rewards, dones, infos = env.step(answer)
         assert dones.all() and all("terminal_observation" in i for i in infos)
         model = MaskablePPO("MultiInputPolicy", env, **TINY_PPO)

@@ -71,17 +71,17 @@ def test_tokenizer_rejects_bad_arguments(kwargs, message):
 # ------------------------------------------------------------------ spaces
 def test_registered_spaces_match_the_documented_ones():
     md, d = _make("MedVR-VQA-Tensor-v0"), _make("MedVR-VQA-Tensor-Discrete-v0")
-    assert md.action_space == gym.spaces.MultiDiscrete([5, 4, 13])
-    assert d.action_space == gym.spaces.Discrete(23)
+    assert md.action_space == gym.spaces.MultiDiscrete([5, 16, 13])  # 4x4 grid: one zoom shows a finding at 4-6 px
+    assert d.action_space == gym.spaces.Discrete(47)
     assert md.observation_space == d.observation_space
     space = md.observation_space
     assert sorted(space.spaces) == sorted(
         ["image", "question", "options", "entropy", "entropy_mask", "view_box", "step", "view_entropy"])
-    assert space["image"].shape == (64, 64, 3) and space["image"].dtype == np.uint8
+    assert space["image"].shape == (128, 128, 3) and space["image"].dtype == np.uint8
     assert space["question"] == gym.spaces.MultiDiscrete([130] * 16)
     assert space["view_entropy"].shape == (2,)
     meanings = d.get_wrapper_attr("action_meanings")()
-    assert meanings[:6] == ["think", "zoom[0]", "zoom[1]", "zoom[2]", "zoom[3]", "crop[0]"]
+    assert meanings[:3] == ["think", "zoom[0]", "zoom[1]"] and meanings[16:19] == ["zoom[15]", "crop[0]", "crop[1]"]
     assert answer_vocabulary(md.unwrapped.dataset) == ANSWERS
 
 
@@ -127,16 +127,17 @@ def test_view_entropy_reads_the_estimator_on_the_current_view():
 
 # ------------------------------------------------------------------ actions
 def test_multidiscrete_zoom_is_a_grid_cell_of_the_current_view():
-    env = _make(dataset_kwargs={"num_samples": 8, "image_size": 256})
+    env = _make(dataset_kwargs={"num_samples": 8})
     env.reset(seed=0)
     zoom = env.unwrapped.tool_names.index("zoom")
-    _, _, _, _, info = env.step(np.array([zoom, 1, 0]))  # upper-right quadrant of the whole image
-    assert info["applied_box"] == [128, 0, 256, 128]
-    _, _, _, _, info = env.step(np.array([zoom, 2, 5]))  # lower-left quadrant of that (answer part ignored)
-    assert info["applied_box"] == [128, 64, 192, 128]
+    # cell 1 of the 4x4 grid (second of the top row, grown by 5% of its side) of the whole 1024 px image
+    _, _, _, _, info = env.step(np.array([zoom, 1, 0]))
+    assert info["applied_box"] == [243, 0, 525, 269]
+    _, _, _, _, info = env.step(np.array([zoom, 4, 5]))  # cell 4 (second row, first column) of that view
+    assert info["applied_box"] == [243, 63, 318, 138]
     relook = env.unwrapped.tool_names.index("relook")
     _, _, _, _, info = env.step(np.array([relook, 3, 3]))
-    assert info["error"] == "" and env.unwrapped.episode.view.box.as_list() == [0, 0, 256, 256]
+    assert info["error"] == "" and env.unwrapped.episode.view.box.as_list() == [0, 0, 1024, 1024]
 
 
 def test_answer_mask_follows_question_type_and_options():
@@ -174,7 +175,7 @@ def test_discrete_table_masks_and_last_step():
     _, info = _reset_to(env, "side")
     names = env.get_wrapper_attr("action_meanings")()
     allowed = [n for n, ok in zip(names, info["action_mask"]) if ok]
-    assert allowed == ["think", "zoom[0]", "zoom[1]", "zoom[2]", "zoom[3]", "crop[0]", "crop[1]", "crop[2]", "crop[3]",
+    assert allowed == ["think", *(f"zoom[{i}]" for i in range(16)), *(f"crop[{i}]" for i in range(16)),
                        "relook", "answer[left]", "answer[right]"]
     _, _, _, _, info = env.step(names.index("zoom[3]"))
     assert [n for n, ok in zip(names, info["action_mask"]) if ok] == ["answer[left]", "answer[right]"]
@@ -296,4 +297,4 @@ def test_regrounding_over_the_tensor_env_passes_gymnasium_check_env():
 
     env = EntropyRegrounding(_make(uncertainty_estimator=ConstantEstimate(0.5)))
     check_env(env, skip_render_check=True)
-    assert env.get_wrapper_attr("action_masks")().shape == (22,)
+    assert env.get_wrapper_attr("action_masks")().shape == (34,)  # 5 tools, 16 grid cells, 13 answers

@@ -185,8 +185,71 @@ class Findings:
         return ("yes" if self.detections(kind) else "no"), max(p_yes, 1.0 - p_yes)
 
 
+    def distribution(self, question: str, answers: Sequence[str]) -> dict[str, float]:
+        """A probability over ``answers`` (the answers that fit the question) from the readings so far.
+
+        presence: ``p(yes)`` = the highest probability that a spot is the asked kind; count: the number of
+        spots of the asked kind, each counted with its probability (Poisson-binomial over the 8 likeliest,
+        more than 4 counted as 4); location / side: each quadrant / half weighted by its likeliest spot;
+        comparison: a logistic of the log ratio of the two sides' blob areas. Answers outside the rule's
+        range get nothing; an empty rule falls back to uniform.
+        """
+        kind = asked_kind(question) or "nodule"
+        qkind = question_kind(question)
+        spots = sorted(self.current(), key=lambda r: -r.p(kind))
+        merged: list[Reading] = []
+        for r in spots:
+            if all(math.hypot(r.x - k.x, r.y - k.y) > self.merge_distance for k in merged):
+                merged.append(r)
+        probs: dict[str, float] = {}
+        if qkind == "presence":
+            p_yes = merged[0].p(kind) if merged else 0.5
+            probs = {"yes": p_yes, "no": 1.0 - p_yes}
+        elif qkind == "count":
+            dist = np.zeros(5)
+            dist[0] = 1.0
+            for r in merged[:8]:
+                p = r.p(kind)
+                grown = dist * (1 - p)
+                grown[1:] += dist[:-1] * p
+                grown[4] += dist[4] * p  # more than 4 counts as 4
+                dist = grown
+            probs = {str(k): float(dist[k]) for k in range(5)}
+        elif qkind in ("location", "side"):
+            cells = QUADRANTS if qkind == "location" else ("left", "right")
+            weights = np.full(len(cells), 1e-3)
+            for r in merged:
+                cell = (r.y >= 0.5) * 2 + (r.x >= 0.5) if qkind == "location" else int(r.x >= 0.5)
+                weights[cell] = max(weights[cell], r.p(kind))
+            probs = dict(zip(cells, (weights / weights.sum()).tolist()))
+        elif qkind == "comparison":
+            areas = []
+            for left in (True, False):
+                best = self.most_likely(kind, lambda r, left=left: (r.x < 0.5) == left)
+                areas.append(max(best.area, 1e-8) if best is not None else 1e-8)
+            p_left = 1.0 / (1.0 + math.exp(-4.0 * math.log(areas[0] / areas[1])))
+            probs = {"left": p_left, "right": 1.0 - p_left}
+        from medvr_env.grading import normalize_answer
+
+        by_norm = {normalize_answer(k): v for k, v in probs.items()}
+        out = {a: by_norm.get(normalize_answer(a), 0.0) for a in answers}
+        total = sum(out.values())
+        if total <= 0:
+            return {a: 1.0 / len(answers) for a in answers} if answers else {}
+        return {a: v / total for a, v in out.items()}
+
+
+def normalised_entropy(probs: dict[str, float]) -> float:
+    """``H(p) / log K`` over the ``K`` answers, in [0, 1] (0 for one answer)."""
+    values = np.array([v for v in probs.values() if v > 0])
+    if len(probs) <= 1 or values.size == 0:
+        return 0.0
+    return float(min(max(-(values * np.log(values)).sum() / math.log(len(probs)), 0.0), 1.0))
+
+
 def _mean(values: list[float], default: float) -> float:
     return float(np.mean(values)) if values else default
 
 
-__all__ = ["Findings", "KIND_CLASSES", "MERGE_DISTANCE", "Reading", "asked_kind", "question_kind", "read_view"]
+__all__ = ["Findings", "KIND_CLASSES", "MERGE_DISTANCE", "Reading", "asked_kind", "normalised_entropy", "question_kind",
+           "read_view"]
