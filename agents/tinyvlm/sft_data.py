@@ -133,10 +133,11 @@ def zoom_box(sample: Any, size: tuple[int, int], boxes: str, rng: np.random.Gene
     else:
         w = h = rng.uniform(MIN_ZOOM_FRACTION, MAX_RANDOM_FRACTION) * min(width, height)
         cx, cy = rng.uniform(w / 2, width - w / 2), rng.uniform(h / 2, height - h / 2)
-    bx1 = int(np.clip(round(cx - w / 2), 0, width - 1))
-    by1 = int(np.clip(round(cy - h / 2), 0, height - 1))
-    bx2 = int(np.clip(round(cx + w / 2), bx1 + 1, width))
-    by2 = int(np.clip(round(cy + h / 2), by1 + 1, height))
+    w, h = min(w, width), min(h, height)
+    # shift (not clip) a box that sticks out, so it keeps its size
+    bx1 = int(round(np.clip(cx - w / 2, 0, width - w)))
+    by1 = int(round(np.clip(cy - h / 2, 0, height - h)))
+    bx2, by2 = min(width, bx1 + int(round(w))), min(height, by1 + int(round(h)))
     return Box(bx1, by1, bx2, by2)
 
 
