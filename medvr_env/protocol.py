@@ -13,8 +13,12 @@ an object or a JSON string (OpenAI style) and ``parameters`` is accepted for it;
 registered aliases such as ``image_zoom_in_tool`` resolve to their tool.
 
 :func:`parse_action_text` never raises: every failure is a
-:class:`~medvr_env.errors.ActionError` with a specific code. Arguments are checked
-later against the tool's schema, by the env, for both action paths alike.
+:class:`~medvr_env.errors.ActionError` with a specific code. A text longer than
+``max_chars`` (:data:`~medvr_env.bounded.MAX_ACTION_CHARS`, 8,192, the limit every
+action path shares) is ``TEXT_TOO_LONG`` before anything else reads it; the decoded
+call is then checked like a call dict (:func:`~medvr_env.bounded.bound`: nesting,
+JSON-only values). Arguments are checked later against the tool's schema, by the
+env, for both action paths alike.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ class TextActions(gym.Wrapper, RecordConstructorArgs):
     declared space (so ``action_space.sample()`` yields strings, which the tolerant
     parser turns into error codes, never exceptions). Actions may also be dicts
     ``{"text": ..., "entropy": ...}`` to report the policy's uncertainty.
+
+    ``max_length`` only bounds what ``action_space.sample()`` draws; the env itself
+    accepts texts up to its ``max_action_chars`` (8,192 by default) and answers
+    longer ones with ``text_too_long``.
     """
 
     def __init__(self, env: gym.Env, max_length: int = 1024) -> None:
