@@ -111,7 +111,11 @@ def build_trainer(config: TrainConfig, *, policy: Any = None, callbacks: Sequenc
     probe = env_factory()
     dataset = build_dataset(probe, config.env.limit)
     probe.close()
-    device = PartialState().device
+    import torch
+
+    # cpu=True also makes `torchrun`/`accelerate launch` on CPU-only machines a gloo process group (MULTI_CPU)
+    cpu = config.policy.device == "cpu" or not torch.cuda.is_available()
+    device = PartialState(cpu=cpu).device
     policy = policy or build_policy(config, device=device)
     dtype = next(policy.model.parameters()).dtype
     args = build_grpo_args(config, policy.model.device, dtype, **grpo_overrides)
