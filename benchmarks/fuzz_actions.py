@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -238,7 +238,8 @@ class HostileActions:
 
     def box(self) -> Any:
         if self.chance(0.5):
-            return [self.number() if self.chance(0.4) else self.rng.uniform(0, 1) for _ in range(self.choice([4, 4, 3, 5]))]
+            n = self.choice([4, 4, 3, 5])
+            return [self.number() if self.chance(0.4) else self.rng.uniform(0, 1) for _ in range(n)]
         return self.value()
 
     def index(self) -> Any:
@@ -269,7 +270,8 @@ class HostileActions:
             return f'<tool_call>{{"name": "crop", "arguments": {args}}}</tool_call>'
         pieces = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<answer>", "</answer>", "```json", "```",
                   '{"name": "zoom"', "}", '"arguments": {', "[0, 0, 1, 1]", ",", " ", "<TOOL_CALL>", "\x00"]
-        return "".join(self.choice(pieces) if self.chance(0.7) else self.string()[:40] for _ in range(self.rng.randint(0, 12)))
+        n = self.rng.randint(0, 12)
+        return "".join(self.choice(pieces) if self.chance(0.7) else self.string()[:40] for _ in range(n))
 
     def valid_text(self) -> str:
         box = sorted(self.rng.uniform(0, 1) for _ in range(2)) + sorted(self.rng.uniform(0, 1) for _ in range(2))
@@ -335,7 +337,8 @@ class HostileActions:
                 args[key] = self.box() if role in ("bbox_2d", "bbox") else self.index() if role in ("source", "view") \
                     else self.value()
         elif r < 0.7:
-            args = json.dumps({"bbox_2d": [0, 0, 1, 1], "x": self.string()[:100]}) if self.chance(0.5) else self.string()
+            as_json = self.chance(0.5)
+            args = json.dumps({"bbox_2d": [0, 0, 1, 1], "x": self.string()[:100]}) if as_json else self.string()
         else:
             args = self.value()
         action: dict[Any, Any] = {"name": name}

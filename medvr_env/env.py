@@ -378,7 +378,9 @@ class MedVRVQAEnv(gym.Env[dict[str, Any], Any]):
             if dict.__contains__(action, "text"):
                 return self._decode_text_dict(action)
         raw = _dump(json_safe(action, limit))
-        error = ActionError(ErrorCode.MALFORMED_ACTION, "an action is a structured dict, a tool-call dict or protocol text")
+        error = ActionError(
+            ErrorCode.MALFORMED_ACTION, "an action is a structured dict, a tool-call dict or protocol text"
+        )
         return _Decoded(raw, None, self.bbox_format, {}, {}, error)
 
     def _decode_text_dict(self, action: dict[Any, Any]) -> _Decoded:
@@ -650,7 +652,10 @@ def _token_entropies(value: Any, limit: int) -> tuple[float | None, ...] | None:
             floats = value.astype(np.float64)
             clipped = np.clip(np.nan_to_num(floats, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0).tolist()
             return tuple(v if ok else None for v, ok in zip(clipped, np.isfinite(floats).tolist()))
-    elif not isinstance(value, (list, tuple)) or (list.__len__ if isinstance(value, list) else tuple.__len__)(value) > limit:
+    elif isinstance(value, list):
+        if list.__len__(value) > limit:  # the base class's len: a subclass's own methods are never called
+            return None
+    elif not isinstance(value, tuple) or tuple.__len__(value) > limit:
         return None
     checked = bound(value, 32 * limit, 2)  # a float is at most 24 characters of JSON
     if checked.error is not None or not isinstance(checked.value, list) or len(checked.value) > limit:

@@ -51,7 +51,8 @@ def test_nesting_limit_is_exact() -> None:
 
 
 def test_numpy_and_tuples_become_plain_python() -> None:
-    value = {"a": np.float32(0.5), "b": (1, np.int64(2)), "c": np.array([[1, 2], [3, 4]], np.uint8), "d": np.bool_(True)}
+    value = {"a": np.float32(0.5), "b": (1, np.int64(2)), "c": np.array([[1, 2], [3, 4]], np.uint8),
+             "d": np.bool_(True)}
     result = bound(value)
     assert result.error is None
     assert result.value == {"a": 0.5, "b": [1, 2], "c": [[1, 2], [3, 4]], "d": True}

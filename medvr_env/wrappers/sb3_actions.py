@@ -348,7 +348,8 @@ class MultiDiscreteActions(_FlatActions):
         self.action_space = spaces.MultiDiscrete([c.n_tools, c.n_regions, c.n_answers])
 
     def action(self, action: Any) -> dict[str, Any]:
-        arr = integer_action(action, self.action_space, [(3,)], "a MultiDiscrete MedVR action is [tool, region, answer]")
+        what = "a MultiDiscrete MedVR action is [tool, region, answer]"
+        arr = integer_action(action, self.action_space, [(3,)], what)
         tool, region, answer = (int(v) for v in arr)
         c = self.codec
         if not (0 <= tool < c.n_tools and 0 <= region < c.n_regions and 0 <= answer < c.n_answers):
