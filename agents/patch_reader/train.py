@@ -105,7 +105,9 @@ def view_patches(original: np.ndarray, box: tuple[float, ...], obs_size: int,
                 label = CLASSES.index(kind)
                 break
         if label:
-            points.append((px, py)), labels.append(label), flags.append(True)
+            points.append((px, py))
+            labels.append(label)
+            flags.append(True)
         else:
             negatives.append((strength, px, py))
     negatives.sort(reverse=True)
@@ -114,11 +116,15 @@ def view_patches(original: np.ndarray, box: tuple[float, ...], obs_size: int,
     if rest and random_negatives:
         chosen += [rest[int(i)] for i in rng.choice(len(rest), min(random_negatives, len(rest)), replace=False)]
     for _, px, py in chosen:
-        points.append((px, py)), labels.append(0), flags.append(True)
-    for x, y, size, kind in findings:
+        points.append((px, py))
+        labels.append(0)
+        flags.append(True)
+    for x, y, size, kind in findings:  # every finding in the view, at its (jittered) centre
         if geometry.contains(x, y, 0.5 * size):
             jx, jy = rng.uniform(-jitter, jitter, 2)
-            points.append(geometry.to_view(x + jx, y + jy)), labels.append(CLASSES.index(kind)), flags.append(False)
+            points.append(geometry.to_view(x + jx, y + jy))
+            labels.append(CLASSES.index(kind))
+            flags.append(False)
     patches = cut_patches(gray, points, geometry) if points else np.zeros((0, 32, 32), np.float32)
     return patches, np.asarray(labels, np.int64), geometry.scale_feature, np.asarray(flags, bool)
 
