@@ -82,9 +82,7 @@ class VLMAgent:
             raise RuntimeError("call reset(env, obs, info) before act")
         if self._conv.turns:  # the env answered our last action: add its tool result
             self._conv.add_result(done=False)
-        engine = self.policy.engine
-        logits = engine.prefill(self._state)
-        (out,) = engine.decode_turn(self._state, logits)
+        (out,) = self.policy.generate_turn(self._state)
         return self._conv.add_turn(out)
 
     @property

@@ -220,8 +220,7 @@ class GroupRunner:
         self.engine.seed(self.seed)
         state = BatchState.start([self._start(s) for s in samples for _ in range(int(cfg.independent or 0))])
         while state.rows:
-            logits = self.engine.prefill(state)
-            outputs = self.engine.decode_turn(state, logits, observer=self._observe)
+            outputs = self.policy.generate_turn(state, self._observe)
             for row, out in zip(state.rows, outputs):
                 if row.finish == DUPLICATE:
                     row.conv.finished, row.conv.stop_reason = True, DUPLICATE

@@ -25,7 +25,7 @@ from medvr_env.boxes import check_format
 from .branching import EVRConfig, GroupRollouts, GroupRunner
 from .budget import ImageBudget
 from .conversation import Conversation, TurnOutput
-from .engine import BatchState, Engine
+from .engine import BatchState, Engine, ForkObserver
 from .entropy import normalised_entropy
 from .loading import LoadedVLM, load_vlm
 from .prompts import ChatRenderer, PromptStyle
@@ -151,8 +151,7 @@ class VLMPolicy:
         self.engine.seed(self.sampling.seed)
         state = BatchState.start(convs)
         while state.rows:
-            logits = self.engine.prefill(state)
-            outputs = self.engine.decode_turn(state, logits)
+            outputs = self.generate_turn(state)
             for conv, out in zip(state.convs, outputs):
                 self.step(conv, out)
             self.engine.drop(state, [r for r, conv in enumerate(state.convs) if not conv.finished])
@@ -195,6 +194,14 @@ class VLMPolicy:
         result = GroupRunner(self, make_env, evr or EVRConfig()).run(seeds, options)
         self.last_stats = dict(result.stats)
         return result
+
+    def generate_turn(self, state: BatchState, observer: ForkObserver | None = None) -> list[TurnOutput]:
+        """One turn for every row of ``state``: feed what each row has not fed yet, then decode to each row's end.
+
+        ``observer`` sees rows as their turn ends and may fork them (EVR); the outputs then include the forks.
+        """
+        logits = self.engine.prefill(state)
+        return self.engine.decode_turn(state, logits, observer)
 
     @staticmethod
     def step(conv: Conversation, out: TurnOutput) -> None:
