@@ -324,3 +324,37 @@ def test_evr_groups_train_with_their_branches(tiny_path, tmp_path):
     logged = next(r for r in trainer.state.log_history if "loss" in r)
     assert logged["evr/branch_rate"] > 0 and logged["medvr/branched"] == pytest.approx(sum(branched) / 4)
     assert logged["evr/shared_generated_tokens"] > 0
+
+
+def test_images_dropped_by_trl_are_an_error(tiny_path, tmp_path):
+    """When TRL's image processor disagrees with the policy's placeholders, TRL drops every image of the batch
+    without a word (its has_mismatch fallback); the trainer turns that into an error before the loss."""
+    import copy
+
+    trainer = make_trainer(make_config(tiny_path, tmp_path), {0: [ZOOM, ANSWER]})
+    other = copy.deepcopy(trainer.processing_class)  # the trainer's processor, made to resize images smaller
+    side = 56
+    other.image_processor.size = {"shortest_edge": side * side // 4, "longest_edge": side * side}
+    other.image_processor.max_pixels = side * side
+    trainer.processing_class = other
+    trainer.model.train()
+    rows = [{"prompt": "q", "sample_index": i // 2} for i in range(4)]
+    with pytest.raises(ImageTokenMismatch, match="lost its images"):
+        trainer._generate_and_score_completions(rows)
+
+
+def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
+    from agents.train.run import resolve_resume
+
+    config = TrainConfig.from_dict({"model": "m", "output_dir": str(tmp_path)})
+    assert resolve_resume(config, "auto") is None  # nothing yet: a fresh start
+    for step, complete in ((5, True), (10, True), (15, False)):  # 15: a save cut short
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "medvr_state.json").write_text(json.dumps({"global_step": step, "complete": True}))
+    assert resolve_resume(config, "auto") == str(tmp_path / "checkpoint-10")
+    assert resolve_resume(config, "never") is None
+    assert resolve_resume(config, str(tmp_path / "checkpoint-5")) == str(tmp_path / "checkpoint-5")
+    with pytest.raises(ConfigError, match="not a complete MedVR checkpoint"):
+        resolve_resume(config, str(tmp_path / "checkpoint-15"))
