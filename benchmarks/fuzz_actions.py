@@ -592,7 +592,7 @@ def run_fuzz(
     share = [n_actions // len(plan) + (i < n_actions % len(plan)) for i in range(len(plan))]
     bar = _progress(n_actions, progress)
     cells = []
-    for (env_id, env, path), n in zip(plan, share):
+    for i, ((env_id, env, path), n) in enumerate(zip(plan, share)):
         cell = Cell(env_id, path)
         cells.append(cell)
         gen = HostileActions(f"{seed}:{env_id}:{path}")
@@ -607,6 +607,10 @@ def run_fuzz(
             action, sb3_valid = made()
             runner.step(action, valid=False, sb3_valid=sb3_valid)
             bar(1)
+        if not progress:  # one line per finished row instead of a bar (a log file, CI)
+            log(f"[{i + 1}/{len(plan)}] {env_id} {path}: {cell.actions:,} actions, {cell.exceptions} exceptions, "
+                f"{cell.unwritable} unwritable, {cell.bad_output} bad outputs, slowest {cell.slowest_s * 1e3:.1f} ms "
+                f"({time.perf_counter() - started:.0f} s so far)")
     for _, env in envs:
         env.close()
     bar(0, close=True)
@@ -684,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.actions < 1:
         parser.error(f"--actions must be at least 1, got {args.actions}")
     report = run_fuzz(args.actions, args.seed, args.ids, tuple(args.paths) if args.paths else None,
-                      progress=sys.stderr.isatty())
+                      progress=sys.stderr.isatty(), log=lambda line: print(line, flush=True))
     print(format_report(report))
     if args.json:
         with open(args.json, "w") as fh:
