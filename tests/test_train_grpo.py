@@ -358,3 +358,26 @@ def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
     assert resolve_resume(config, str(tmp_path / "checkpoint-5")) == str(tmp_path / "checkpoint-5")
     with pytest.raises(ConfigError, match="not a complete MedVR checkpoint"):
         resolve_resume(config, str(tmp_path / "checkpoint-15"))
+
+
+def test_medvr_train_runs_and_resumes_from_its_output_dir(tiny_path, tmp_path, capsys):
+    """`medvr train --config FILE`: config.yaml, metrics.jsonl, checkpoints, final/; run again with more steps and it
+    continues from the last complete checkpoint."""
+    import yaml
+
+    from agents.cli import main
+
+    config = yaml.safe_load((EXAMPLES / "grpo_tiny.yaml").read_text())
+    config.update(model=str(tiny_path), output_dir=str(tmp_path / "run"))
+    config["policy"]["device"] = "cpu"
+    config["grpo"].update(max_steps=1, save_steps=1, disable_tqdm=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(path)]) == 0
+    out = tmp_path / "run"
+    assert (out / "config.yaml").is_file() and (out / "final" / "model.safetensors").is_file()
+    assert latest_checkpoint(out).name == "checkpoint-1"
+    assert main(["train", "--config", str(path), "--max-steps", "2"]) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [1, 2]
+    assert latest_checkpoint(out).name == "checkpoint-2"
