@@ -113,6 +113,7 @@ class MedVRGRPOTrainer(GRPOTrainer):
         self._envs: list[Any] = []
         self._env_cursor = 0
         self._evr_stats: dict[str, float] = {}
+        self._group_ids: list[int] = []
         self._pending_inputs: list[dict[str, Any]] | None = None
         self._last_samples: list[TrainSample] = []
 
