@@ -22,7 +22,7 @@ from medvr_env.data.files import DatasetFormatError, DatasetNotFoundError
 from medvr_env.data.images import ImageDecodeError, UnsafePathError
 
 from .base import AGENTS, AgentSetupError, make_agent
-from .evaluate import evaluate, table1_markdown
+from .evaluate import EvaluationError, evaluate, table1_markdown
 from .runner import Interrupted, partial_path, run_episodes, write_json, write_text
 from .report.cli import add_parser as add_report_parser, report_after_run
 
@@ -206,17 +206,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _check_env_ids(settings["env"])
     for agent in settings["agent"]:
         _make_agent(agent, settings.get("agent_kwargs") or {})  # fail on a bad agent before any evaluation
+    env_kwargs = {**settings["env_kwargs"], "split": settings["split"]}
+    envs = {env_id: _make_env(env_id, env_kwargs) for env_id in settings["env"]}  # a bad option fails here, first
     write_json(_make_folder(out, "--resume" if args.resume else "--out") / EVAL_SETTINGS, settings)
     results = []
-    for env_id in settings["env"]:
+    for env_id, env in envs.items():
         for agent in settings["agent"]:
             trajectories = out / "trajectories" / f"{env_id}__{agent.replace(':', '.')}.jsonl"
             try:
                 result = evaluate(
-                    env_id, agent, split=settings["split"], limit=settings["limit"], seed=settings["seed"],
-                    env_kwargs=settings["env_kwargs"], agent_kwargs=settings.get("agent_kwargs") or {},
-                    progress=not args.no_progress, trajectories=trajectories, resume=bool(args.resume),
-                    skip_bad_samples=settings["skip_bad_samples"],
+                    env, agent, limit=settings["limit"], seed=settings["seed"], env_kwargs=env_kwargs,
+                    agent_kwargs=settings.get("agent_kwargs") or {}, progress=not args.no_progress,
+                    trajectories=trajectories, resume=bool(args.resume), skip_bad_samples=settings["skip_bad_samples"],
                 )
             except Interrupted as exc:
                 if exc.partial is not None:
@@ -229,9 +230,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             except DATA_ERRORS as exc:
                 hint = "" if settings["skip_bad_samples"] else "; --skip-bad-samples records unreadable images as failed"
                 raise UsageError(f"{exc}{hint}; continue with: medvr eval --resume {out}") from None
-            except (FileNotFoundError, ValueError, TypeError) as exc:
-                raise UsageError(str(exc)) from None
+            except (AgentSetupError, EvaluationError) as exc:
+                raise UsageError(f"{env_id} with {agent}: {exc}") from None
             results.append(result)
+        env.close()
     table = table1_markdown(results)
     reports = "\n\n".join(r.report() for r in results)
     write_json(out / "results.json", {"table1": table, "results": [r.to_dict() for r in results]})

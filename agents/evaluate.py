@@ -35,6 +35,10 @@ from .base import Agent, make_agent, policy_env
 from .metrics import EpisodeStats, GroupAccuracy, Grounding, MetricTally, ToolStats, as_dict
 from .runner import Interrupted, TrajectoryWriter, finish_episode, partial_path, write_text
 
+class EvaluationError(ValueError):
+    """An evaluation cannot be resumed from its trajectories, or has nothing to score; the message says why."""
+
+
 BAD_SAMPLE_ERRORS = (ImageDecodeError, UnsafePathError, DatasetNotFoundError)
 """What ``skip_bad_samples=True`` records as a failed sample: one sample's image cannot be read."""
 
@@ -71,7 +75,7 @@ class EvalResult:
                    failed: Sequence[dict[str, str]] = ()) -> EvalResult:
         """The result from running totals (see :class:`~agents.metrics.MetricTally`)."""
         if not tally.episodes:
-            raise ValueError("no episodes to evaluate" + (f" ({len(failed)} samples failed)" if failed else ""))
+            raise EvaluationError("no episodes to evaluate" + (f" ({len(failed)} samples failed)" if failed else ""))
         by_answer_type = tally.accuracy_by("answer_type")
         return cls(
             env_id=env_id, dataset=dataset, split=split, agent=agent, episodes=tally.episodes,
@@ -199,15 +203,14 @@ def evaluate(
     acting = policy_env(env, agent)
     done = first
     try:
+        seed_next: int | None = seed  # the first question played is reset with the seed
         for index in range(first, total):
-            try:
-                obs, info = acting.reset(seed=seed if index == first else None, options={"index": index})
-            except BAD_SAMPLE_ERRORS as exc:
-                if not skip_bad_samples:
-                    raise
-                record = _failed_record(dataset[index], exc)
+            record = _unreadable(dataset, index) if skip_bad_samples else None
+            if record is not None:
                 _count_record(record, tally, failed, "")
             else:
+                obs, info = acting.reset(seed=seed_next, options={"index": index})
+                seed_next = None
                 episode = finish_episode(acting, agent, obs, info)
                 record = episode.to_dict()
                 tally.add(episode)
@@ -229,6 +232,20 @@ def evaluate(
     return result()
 
 
+def _unreadable(dataset: Any, index: int) -> dict[str, Any] | None:
+    """The failed-sample record of question ``index`` if its image cannot be read; else ``None``.
+
+    Read before ``reset`` (which then finds the image in the dataset's cache) rather than caught from it:
+    Gymnasium's env checker cannot step an env whose first ``reset`` raised.
+    """
+    sample = dataset[index]
+    try:
+        dataset.load_image(sample)
+    except BAD_SAMPLE_ERRORS as exc:
+        return _failed_record(sample, exc)
+    return None
+
+
 def _failed_record(sample: Any, exc: Exception) -> dict[str, Any]:
     """The trajectory line of a sample that could not be played."""
     return {"sample": sample.to_dict(), "failed": {"error": type(exc).__name__, "reason": str(exc)}}
@@ -242,7 +259,7 @@ def _count_record(record: dict[str, Any], tally: MetricTally, failed: list[dict[
         else:
             tally.add(EpisodeStats.from_record(record))
     except (KeyError, TypeError, IndexError, ValueError) as exc:
-        raise ValueError(f"{where}: not a MedVR episode record ({type(exc).__name__}: {exc})") from exc
+        raise EvaluationError(f"{where}: not a MedVR episode record ({type(exc).__name__}: {exc})") from exc
 
 
 def _resumable_records(path: Path, dataset: Any, total: int) -> list[dict[str, Any]]:
@@ -265,15 +282,15 @@ def _resumable_records(path: Path, dataset: Any, total: int) -> list[dict[str, A
             if number == len(lines) and source == partial:
                 write_text(partial, "".join(lines[:-1]))  # cut short mid-write: replay that question
                 break
-            raise ValueError(f"{source}:{number}: not a JSON line ({exc}); cannot resume from it") from exc
+            raise EvaluationError(f"{source}:{number}: not a JSON line ({exc}); cannot resume from it") from exc
     if len(records) > total or (source == path and len(records) != total):
-        raise ValueError(f"{source} holds {len(records)} records but this evaluation has {total} questions; "
+        raise EvaluationError(f"{source} holds {len(records)} records but this evaluation has {total} questions; "
                          "resume with the same --split, --limit and env options")
     for index, record in enumerate(records):
         found = record.get("sample", {}).get("sample_id") if isinstance(record, dict) else None
         expected = dataset[index].sample_id
         if found != expected:
-            raise ValueError(f"{source}:{index + 1}: record of sample {found!r}, but question {index} of this "
+            raise EvaluationError(f"{source}:{index + 1}: record of sample {found!r}, but question {index} of this "
                              f"evaluation is {expected!r}; resume with the same dataset, split and env options")
     return records
 
@@ -312,4 +329,4 @@ def table1_markdown(results: Iterable[EvalResult]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EvalResult", "evaluate", "summarize_eval", "table1_markdown"]
+__all__ = ["BAD_SAMPLE_ERRORS", "EvalResult", "EvaluationError", "evaluate", "summarize_eval", "table1_markdown"]

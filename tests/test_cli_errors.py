@@ -97,6 +97,12 @@ def test_eval_mistakes_are_one_line(tmp_path, capsys):
                                                 "seed": 0, "limit": 2, "env_kwargs": {}}))
     _one_line_error(capsys, ["eval", "--resume", str(done), "--env", "MedVR-VQA-v0", "--seed", "3"],
                     "drop --env, --seed")
+    assert main(["eval", "--env", "MedVR-VQA-v0", "--agent", "random", "--limit", "2", "--env-kwarg", "num_samples=4",
+                 "--out", str(tmp_path / "small"), "--no-progress", "--no-report"]) == 0
+    small = next((tmp_path / "small").glob("eval_*"))
+    settings = json.loads((small / "eval.json").read_text())
+    (small / "eval.json").write_text(json.dumps({**settings, "limit": 1}))
+    _one_line_error(capsys, ["eval", "--resume", str(small)], "holds 2 records but this evaluation has 1 questions")
 
 
 # ------------------------------------------------------------------ every id with every bundled agent

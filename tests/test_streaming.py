@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import random
+import re
 import weakref
 import zlib
 from pathlib import Path
@@ -214,6 +215,8 @@ def test_evaluate_keeps_no_finished_episode(tmp_path):
 def _numbers(result: EvalResult) -> dict:
     d = result.to_dict()
     d.pop("seconds")
+    for f in d["failed"]:  # PIL names the buffer it read from by its address
+        f["reason"] = re.sub(r" at 0x[0-9a-f]+", "", f["reason"])
     return d
 
 
@@ -280,22 +283,26 @@ def _custom_dataset(root: Path, broken: int) -> Path:
     return root
 
 
-def test_skip_bad_samples_records_unreadable_images_as_failed(tmp_path):
-    root = _custom_dataset(tmp_path / "data", broken=2)
+@pytest.mark.parametrize("broken", [2, 0])  # 0: the very first reset of the env would fail
+def test_skip_bad_samples_records_unreadable_images_as_failed(tmp_path, broken):
+    root = _custom_dataset(tmp_path / "data", broken=broken)
     kwargs = dict(split="test", env_kwargs={"data_root": str(root)}, progress=False)
-    with pytest.raises(ImageDecodeError, match="case_2.png"):  # strict by default
+    with pytest.raises(ImageDecodeError, match=f"case_{broken}.png"):  # strict by default
         evaluate("MedVR-VQA-Custom-v0", ZoomThenAnswer(), **kwargs)
     path = tmp_path / "t.jsonl"
     result = evaluate("MedVR-VQA-Custom-v0", ZoomThenAnswer(), skip_bad_samples=True, trajectories=path, **kwargs)
     assert result.episodes == 4 and len(result.failed) == 1
     failed = result.failed[0]
-    assert failed["sample_id"] == "custom/test/test.jsonl:3" and failed["error"] == "ImageDecodeError" and "case_2.png" in failed["reason"]
+    assert failed["sample_id"] == f"custom/test/test.jsonl:{broken + 1}" and failed["error"] == "ImageDecodeError"
+    assert f"case_{broken}.png" in failed["reason"]
     report = result.report()
-    assert "failed samples (unreadable, not scored) | 1" in report and "case_2.png" in report
+    assert "failed samples (unreadable, not scored) | 1" in report and f"case_{broken}.png" in report
     assert json.loads(json.dumps(result.to_dict()))["failed"] == [failed]
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(records) == 5 and records[2]["failed"]["error"] == "ImageDecodeError"
-    # the failed sample's line is re-read on resume like any other
+    assert len(records) == 5 and records[broken]["failed"]["error"] == "ImageDecodeError"
+    # the failed sample's line is re-read on resume like any other, and a resume can start at a bad sample
+    Path(f"{path}.partial").write_text("".join(f"{json.dumps(r)}\n" for r in records[:broken]))
+    path.unlink()
     again = evaluate("MedVR-VQA-Custom-v0", ZoomThenAnswer(), skip_bad_samples=True, trajectories=path, resume=True,
                      **kwargs)
     assert _numbers(again) == _numbers(result)
