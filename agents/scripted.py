@@ -268,11 +268,14 @@ class PatchReaderAgent:
             (built on first use, a few CPU minutes).
         max_zooms: At most this many zooms (and never more than the step budget allows).
         zoom_fraction: Side of each zoom box, fraction of the image side (0.25: a 4x zoom).
+        keep_unzoomed: After zooming, also count first-view detections that no zoom covered (see
+            :meth:`~agents.patch_reader.reading.Findings.current`).
     """
 
     reader: Any = None
     max_zooms: int = 5
     zoom_fraction: float = 0.25
+    keep_unzoomed: bool = False
     name: str = "patch-reader"
     _env: MedVRVQAEnv | None = field(default=None, repr=False)
     _findings: Findings = field(default_factory=Findings, repr=False)
@@ -296,7 +299,7 @@ class PatchReaderAgent:
     def reset(self, env: MedVRVQAEnv, obs: dict[str, Any], info: dict[str, Any]) -> None:
         self._env = env
         self._classifier()
-        self._findings = Findings()
+        self._findings = Findings(keep_unzoomed=self.keep_unzoomed)
         self._read_steps = set()
         self._plan, self._plan_entropy = [], 1.0
 

@@ -221,6 +221,10 @@ def test_a_more_magnified_view_overrules_the_first_view():
     f.readings.append(reading(0.3, 0.3, "calcification", magnification=896.0))  # ... reads a calcification
     assert f.answer("Is there a nodule in this image?")[0] == "no"
     assert f.answer("How many calcifications are there?")[0] == "1"
+    f.readings.append(reading(0.8, 0.8, "nodule", magnification=224.0))  # first view only, no zoom went there
+    assert f.answer("How many nodules are there?")[0] == "0"  # after zooming, unzoomed first-view spots drop
+    f.keep_unzoomed = True
+    assert f.answer("How many nodules are there?")[0] == "1"
 
 
 # --------------------------------------------------------------------------- agents

@@ -118,6 +118,7 @@ class Findings:
 
     threshold: float = 0.5
     merge_distance: float = MERGE_DISTANCE
+    keep_unzoomed: bool = False  # after a zoom, also keep first-view readings of spots no zoom covered
     views: list[ViewGeometry] = field(default_factory=list)
     readings: list[Reading] = field(default_factory=list)
 
@@ -130,9 +131,18 @@ class Findings:
 
     # ------------------------------------------------------------------ combining views
     def current(self) -> list[Reading]:
-        """Each spot as judged by the most magnified view holding it; duplicates merged (best kept)."""
+        """Each spot as judged by the most magnified view holding it.
+
+        Once the episode has zoomed, spots seen only at the least magnified level (the first view) are
+        dropped unless ``keep_unzoomed``: there the reader mistakes background for findings far more often
+        (its false-positive rate per candidate spot is several times that of a 4x view).
+        """
+        lowest = min((r.magnification for r in self.readings), default=0.0)
+        zoomed = any(r.magnification > 1.2 * lowest for r in self.readings)
         kept = []
         for r in self.readings:
+            if zoomed and not self.keep_unzoomed and r.magnification <= 1.2 * lowest:
+                continue
             overruled = any(v.pixels_per_fraction > 1.2 * r.magnification and v.contains(r.x, r.y, 0.5 * MERGE_DISTANCE)
                             for v in self.views)
             if not overruled:
