@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from medvr_env.protocol import parse_action_text
-from medvr_env.tools import DEFAULT_TOOLS
+from medvr_env.tools import DEFAULT_TOOLS, Tool, ToolResult, register_tool
 
 try:
     from tests.helpers import YES_NO, make_env
@@ -250,3 +250,47 @@ def test_an_episode_of_hostile_actions_stays_writable_at_every_step() -> None:
         env.step(action)
         assert_record_writable(env)
     assert env.episode.num_steps == len(hostile)
+
+
+# ----------------------------------------------------------------------------- buggy user tools
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str called")
+
+
+@register_tool
+class _ReturnsNothing(Tool):
+    name = "test_inputs_returns_nothing"
+    description = "A user tool that forgets to return its result."
+
+    def apply(self, episode, args, ctx):
+        return None
+
+
+@register_tool
+class _ReturnsObjectFeedback(Tool):
+    name = "test_inputs_object_feedback"
+    description = "A user tool whose feedback is not a string."
+
+    def apply(self, episode, args, ctx):
+        return ToolResult(feedback=Opaque())
+
+
+@register_tool
+class _RaisesUnprintable(Tool):
+    name = "test_inputs_raises_unprintable"
+    description = "A user tool that raises an exception whose str() fails."
+
+    def apply(self, episode, args, ctx):
+        raise _Unprintable()
+
+
+@pytest.mark.parametrize(
+    ("tool", "phrase"),
+    [("test_inputs_returns_nothing", "NoneType"), ("test_inputs_object_feedback", "feedback"),
+     ("test_inputs_raises_unprintable", "_Unprintable")],
+)
+def test_buggy_user_tools_are_tool_failed_and_records_stay_writable(tool, phrase) -> None:
+    env = make_env(tools=("think", tool, "answer"))
+    info = step(env, {"name": tool, "arguments": {}})
+    assert info["error"] == "tool_failed" and phrase in info["error_message"]
