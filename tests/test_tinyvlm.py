@@ -262,3 +262,31 @@ def test_tiny_agent_runs_a_given_checkpoint(tiny_path):
     assert summary.episodes == 2 and len(episodes) == 2
     assert all(len(ep.steps) >= 1 for ep in episodes)
     assert len(agent.rollouts) >= 1 and agent.rollouts[-1].turns
+
+
+def test_a_grpo_step_runs_on_it(tiny_path, tmp_path):
+    """One GRPO step of the project's trainer (TRL) on the tiny VLM, with zoom crops in the completions."""
+    pytest.importorskip("trl", reason="GRPO training needs the [train] extra: pip install -e '.[train]'")
+    from agents.train.config import TrainConfig
+    from agents.train.run import build_trainer
+
+    config = TrainConfig.from_dict({
+        "model": str(tiny_path), "output_dir": str(tmp_path / "grpo"), "seed": 0,
+        "env": {"id": "MedVR-VQA-Text-v0", "kwargs": {"dataset_kwargs": {"num_samples": 4}, "max_steps": 3},
+                "limit": 2},
+        "policy": {"temperature": 1.0, "max_new_tokens": 64, "max_turns": 3, "device": "cpu"},
+        "grpo": {"num_generations": 2, "per_device_train_batch_size": 4, "max_steps": 1, "learning_rate": 1e-3,
+                 "beta": 0.0, "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True},
+    })
+    trainer = build_trainer(config)
+    bad = '<tool_call>{"name": "no_such_tool", "arguments": {}}</tool_call>'  # a format penalty: rewards differ
+    scripts = {0: [ZOOM, ANSWER], 1: [bad, ANSWER], 2: [ZOOM, ANSWER], 3: [bad, ANSWER]}
+    trainer.policy.sampling.logits_hooks = [ForceText(trainer.policy.tokenizer, scripts)]
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    trainer.train()
+    assert [len(s.images) for s in trainer._last_samples] == [2, 1, 2, 1]
+    assert trainer.state.log_history and "loss" in trainer.state.log_history[0]
+    after = {k: v.detach() for k, v in trainer.model.named_parameters()}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("lm_head") or ".language_model." in k for k in changed), "one GRPO step changed no weight"
+    assert not any(".vision." in k for k in changed), "the frozen encoder changed"

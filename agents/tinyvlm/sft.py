@@ -48,7 +48,7 @@ STATE_FILE = "trainer_state.pt"
 class SFTConfig:
     """Everything that decides an SFT run (saved with its checkpoints)."""
 
-    epochs: float = 7.0
+    epochs: float = 5.0
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -56,7 +56,7 @@ class SFTConfig:
     boxes: str = "eval"
     vqa_rad: bool = True
     data_root: str | None = None
-    procedural: int = 400
+    procedural: int = 240
     no_tools_fraction: float = 0.25
     seed: int = 0
     save_every: int = 200
@@ -68,8 +68,8 @@ class SFTConfig:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def render_dataset(model: Any, processor: Any, cfg: SFTConfig, progress: bool = True) -> tuple[list[Example],
-                                                                                                FeatureStore]:
+def render_dataset(model: Any, processor: Any, cfg: SFTConfig, progress: bool = True,
+                   store: FeatureStore | None = None) -> tuple[list[Example], FeatureStore]:
     """Render every training episode and encode its images (see :mod:`agents.tinyvlm.sft_data`)."""
     from medvr_env.data.procedural import ProceduralDataset
     from medvr_env.data.vqa_rad import VQARADDataset
@@ -84,8 +84,9 @@ def render_dataset(model: Any, processor: Any, cfg: SFTConfig, progress: bool = 
                           progress=progress)
     if not out.examples:
         raise ValueError("no training data: enable VQA-RAD (needs the dataset) or procedural samples")
-    store = FeatureStore()
+    store = store or FeatureStore()
     store.encode(model, out.images, processor, progress=progress)
+    store.features = {k: store.features[k] for k in out.images}
     return out.examples, store
 
 
@@ -135,8 +136,7 @@ def batch_loss(model: Any, batch: Sequence[Example], store: FeatureStore) -> tup
     """Mean cross-entropy of the target tokens of ``batch`` (one prefix-tree forward; see the module docstring)."""
     cfg = model.config
     image_id, n_img = cfg.image_token_id, cfg.image_seq_len
-    lm = model.language_model
-    decoder, head = lm.model, lm.lm_head
+    decoder, head = model.decoder, model.lm_head
     dev = next(model.parameters()).device
     p = batch[0].first_image(image_id)
     for ex in batch:
@@ -343,11 +343,14 @@ def _load_or_render(out: Path, model: Any, processor: Any, cfg: SFTConfig,
     key = {**cfg.data_key(), "vocab": len(processor.tokenizer), "image_size": model.config.image_size,
            "tokenizer": processor.tokenizer.backend_tokenizer.to_str()[:2000] if hasattr(
                processor.tokenizer, "backend_tokenizer") else ""}
+    known: dict[str, torch.Tensor] = {}
     if path.is_file():
         data = torch.load(path, map_location="cpu", weights_only=False)
         if data.get("key") == key:
             return [Example(**e) for e in data["examples"]], FeatureStore(data["features"])
-    examples, store = render_dataset(model, processor, cfg, progress)
+        if data.get("key", {}).get("image_size") == key["image_size"]:
+            known = data["features"]  # features are keyed by image content: still valid for the frozen encoder
+    examples, store = render_dataset(model, processor, cfg, progress, FeatureStore(known))
     tmp = path.with_name(".data.pt.tmp")
     torch.save({"key": key, "examples": [asdict(e) for e in examples], "features": store.features}, tmp)
     os.replace(tmp, path)
