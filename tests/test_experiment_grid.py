@@ -127,11 +127,13 @@ def test_curves_smoothing_interpolation_and_tokens_to_reach():
 
 
 # ---------------------------------------------------------------------- the token budget
-def test_token_budget_counts_generated_minus_shared_tokens_and_resumes(tmp_path):
+def test_token_budget_counts_sampled_tokens_and_resumes(tmp_path):
     pytest.importorskip("transformers")
     from experiments.evr_cca.budget import TokenBudget, cumulative_tokens, step_tokens
 
-    assert step_tokens({"medvr/generated_tokens": 30.0, "medvr/shared_generated_tokens": 10.0}, 4) == 80.0
+    assert step_tokens({"medvr/generated_tokens": 30.0}, 4) == 120.0
+    # EVR: the engine's count of sampled tokens (a shared prefix once), not the per-trajectory mean
+    assert step_tokens({"medvr/generated_tokens": 30.0, "evr/generated_tokens": 80.0}, 4) == 80.0
     assert step_tokens({"loss": 1.0}, 4) is None
     lines = [{"step": 1, "medvr/generated_tokens": 10.0}, {"step": 2, "medvr/generated_tokens": 20.0},
              {"step": 3, "medvr/generated_tokens": 30.0}]
@@ -213,14 +215,14 @@ def test_grid_end_to_end_skips_finished_runs_and_restarts_interrupted_ones(tmp_p
         calls.append((Path(arm_file).stem, seed))
         launch_inline(arm_file, seed, folder, model, budget, questions, threads)
 
-    settings = dict(arms=[arm_by_key(1), arm_by_key(4)], seeds=[0], budget=1, warmstart=str(tiny_qwen),
+    settings = dict(arms=[arm_by_key(1), arm_by_key(6)], seeds=[0], budget=1, warmstart=str(tiny_qwen),
                     runs_dir=tmp_path / "runs", results=tmp_path / "results", configs_dir=tmp_path / "configs",
                     base=_small_base(tmp_path, tiny_qwen), eval_questions=2, launcher=launcher, progress=False)
     summary = run_grid(**settings)
-    assert calls == [("arm1_outcome", 0), ("arm4_cca", 0)]
+    assert calls == [("arm1_outcome", 0), ("arm6_box", 0)]
     assert summary["grid"]["failures"] == []
     results = tmp_path / "results"
-    for key in ("arm1_outcome", "arm4_cca"):
+    for key in ("arm1_outcome", "arm6_box"):
         record = json.loads((results / "runs" / key / "seed0.json").read_text())
         assert record["trained"]["steps"] == 1  # a budget of 1 token: one GRPO step
         assert record["eval"]["questions"] == 2 and 0.0 <= record["eval"]["accuracy"] <= 1.0
@@ -230,7 +232,7 @@ def test_grid_end_to_end_skips_finished_runs_and_restarts_interrupted_ones(tmp_p
     arm1 = json.loads((results / "runs" / "arm1_outcome" / "seed0.json").read_text())
     assert arm1["eval"]["tool_rate"] == 0.0  # no tools offered, so no look
     text = (results / "summary.md").read_text()
-    assert "| arm1_outcome | 1 |" in text and "| arm4_cca | 1 |" in text
+    assert "| arm1_outcome | 1 |" in text and "| arm6_box | 1 |" in text
     assert (results / "curves.png").stat().st_size > 10_000
     assert json.loads((results / "grid.json").read_text())["planned_runs"] == 2
 
@@ -240,10 +242,10 @@ def test_grid_end_to_end_skips_finished_runs_and_restarts_interrupted_ones(tmp_p
     assert calls == []
 
     # a run interrupted during its evaluation: only it runs again, from its evaluation (training is not repeated)
-    folder = tmp_path / "runs" / "arm4_cca" / "seed0"
+    folder = tmp_path / "runs" / "arm6_box" / "seed0"
     trained = (folder / "trained.json").read_text()
     (folder / "result.json").unlink()
     (folder / "eval.json").unlink()
     run_grid(**settings)
-    assert calls == [("arm4_cca", 0)]
+    assert calls == [("arm6_box", 0)]
     assert (folder / "result.json").is_file() and (folder / "trained.json").read_text() == trained

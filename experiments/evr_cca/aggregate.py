@@ -46,6 +46,7 @@ METRICS: dict[str, tuple[str, Getter, float, int]] = {
     "tool_rate": ("tool rate (%)", _get("eval", "tool_rate"), 100.0, 1),
     "zooms": ("zooms / episode", _get("eval", "zooms_per_episode"), 1.0, 2),
     "branch_rate": ("branch rate (train, %)", _get("training", "branch_rate"), 100.0, 1),
+    "branched": ("branches in groups (train, %)", _get("training", "branched"), 100.0, 1),
     "train_tokens": ("generated tokens (train)", _get("training", "generated_tokens"), 1.0, 0),
     "eval_tokens": ("tokens / test episode", _get("eval", "generated_tokens_per_episode"), 1.0, 1),
 }

@@ -4,12 +4,11 @@ Arms generate different numbers of tokens per step (no tools: one short answer; 
 so a fixed number of steps would not be a fair comparison; a fixed number of generated tokens is (the paper's
 Table 2 compares at equal rollout cost). A step's tokens are read from its log line (``logging_steps`` must be 1):
 
-    tokens = (medvr/generated_tokens - medvr/shared_generated_tokens) x rollouts per step
-
-``medvr/generated_tokens`` is the mean number of model-sampled tokens per trajectory (env-inserted text and image
-tokens excluded). ``medvr/shared_generated_tokens``, when the trainer logs it, is the mean number of tokens an EVR
-branch inherited from its parent (sampled once, not again): EVR is charged only for what it sampled. When the
-trainer does not log it, shared tokens are charged in full (conservative for the EVR arms; the report says which).
+- EVR arms: ``evr/generated_tokens``, the engine's count of tokens it sampled in the step (summed over processes).
+  A branch's shared prefix is sampled once, by its parent, and counted once; a discarded duplicate child's tokens
+  were sampled and are counted.
+- Other arms: ``medvr/generated_tokens`` (the mean number of model-sampled tokens per trajectory; env-inserted
+  text and image tokens excluded) x rollouts per step.
 """
 
 from __future__ import annotations
@@ -22,16 +21,15 @@ from typing import Any, Iterable, Mapping
 from transformers import TrainerCallback
 
 GENERATED = "medvr/generated_tokens"
-SHARED = "medvr/shared_generated_tokens"
+EVR_GENERATED = "evr/generated_tokens"
 
 
 def step_tokens(record: Mapping[str, Any], rollouts_per_step: int) -> float | None:
     """Generated tokens of the step a metrics record logs, or ``None`` if it is not a step's log line."""
+    if record.get(EVR_GENERATED) is not None:
+        return float(record[EVR_GENERATED])
     value = record.get(GENERATED)
-    if value is None:
-        return None
-    shared = record.get(SHARED) or 0.0
-    return max(0.0, float(value) - float(shared)) * rollouts_per_step
+    return None if value is None else float(value) * rollouts_per_step
 
 
 def cumulative_tokens(records: Iterable[Mapping[str, Any]], rollouts_per_step: int) -> list[tuple[int, float]]:
@@ -99,4 +97,4 @@ class TokenBudget(TrainerCallback):
         return self.used >= self.budget
 
 
-__all__ = ["GENERATED", "SHARED", "TokenBudget", "cumulative_tokens", "read_records", "step_tokens"]
+__all__ = ["EVR_GENERATED", "GENERATED", "TokenBudget", "cumulative_tokens", "read_records", "step_tokens"]

@@ -38,14 +38,15 @@ from typing import Any, Callable, Sequence
 from agents.runner import write_json, write_jsonl, write_text
 
 from .arms import ARMS, BASE_CONFIG, CONFIG_DIR, Arm, arm_by_key, read_arm_file, write_arm_configs
-from .budget import GENERATED, SHARED, read_records
+from .budget import EVR_GENERATED, GENERATED, read_records
 from .train_run import RESULT
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_WARMSTART = "runs/evr_cca/warmstart/model"
 DEFAULT_RUNS = "runs/evr_cca/grid"
 DEFAULT_RESULTS = str(Path(__file__).resolve().parent / "results")
-CURVE_KEYS = ("step", GENERATED, SHARED, "medvr/accuracy", "medvr/tool_rate", "medvr/branch_rate", "probe/iou",
+CURVE_KEYS = ("step", GENERATED, EVR_GENERATED, "evr/shared_generated_tokens", "evr/branch_rate", "medvr/branched",
+              "medvr/accuracy", "medvr/tool_rate", "probe/iou",
               "probe/window_iou", "probe/coverage", "rewards/tool/mean", "rewards/accuracy/mean", "entropy",
               "medvr/rollout_entropy", "reward")
 WARMSTART_COMMAND = ("medvr sft --out {out} --boxes random --no-vqa-rad --procedural {n} --epochs {epochs} "

@@ -139,7 +139,8 @@ def training_summary(metrics_path: Path, rollouts_per_step: int) -> dict[str, An
     return {
         "steps": len(records),
         "generated_tokens": tokens[-1][1] if tokens else 0.0,
-        "branch_rate": mean("medvr/branch_rate"),
+        "branch_rate": mean("evr/branch_rate"),
+        "branched": mean("medvr/branched"),
         "tool_rate": mean("medvr/tool_rate"),
         "rollout_entropy": mean("medvr/rollout_entropy"),
         "loss_entropy": mean("entropy"),
