@@ -174,7 +174,9 @@ class VLMPolicy:
 
         Args:
             make_env: Builds one env (called as envs are needed; finished trajectories' envs are reused). Every
-                env must be built the same way: a branch's env is restored from its parent's snapshot.
+                env must be built the same way: a branch's env is restored from its parent's snapshot
+                (``env.unwrapped.snapshot()``/``restore()``: the episode and its RNG). Wrappers' own state is not
+                forked, so a wrapper that keeps per-episode state must derive it from the episode record.
             seeds, options: Per sample, the ``reset`` seed and options that select it (one of them is enough;
                 e.g. ``options=[{"index": i} for i in batch]``). Every trajectory of a group resets with them.
             evr: Group size, budget split, window, baseline length, P_base, γ, seed (:class:`EVRConfig`).
