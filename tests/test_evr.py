@@ -229,3 +229,21 @@ def test_the_same_seed_gives_the_same_groups(vlm):
     assert signature(runs[0]) == signature(runs[1])
     assert [b.to_dict() for b in runs[0][0].branches] == [b.to_dict() for b in runs[1][0].branches]
     assert signature(runs[0]) != signature(runs[2])
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "idefics3", "llava"])
+def test_forks_replay_exactly_in_other_families(tmp_path_factory, family):
+    """The fork works with 2-D positions (Idefics3, LLaVA) as with Qwen's 3-D ones: a child's recorded
+    log-probs equal a fresh forward over its whole sequence."""
+    vlm = load_vlm(tiny_vlm_cache(tmp_path_factory.mktemp(f"evr_{family}"))(family), device="cpu")
+    policy = make_policy(vlm)
+    groups = policy.rollout_groups(lambda: make_env(max_steps=4), options=SAMPLES[:1],
+                                   evr=EVRConfig(group_size=2, seed=0, **ALWAYS))
+    children = [r for r in groups[0].rollouts if r.parent is not None]
+    assert len(children) == 1 and groups.stats["branches"] >= 1
+    (child,) = children
+    for segment in child.segments:
+        scored = policy.score(segment)
+        idx = [i for i, g in enumerate(segment.generated) if g]
+        got = torch.tensor([segment.logprobs[i] for i in idx])
+        assert torch.allclose(got, scored["logprobs"][idx].float(), atol=2e-3)
