@@ -352,6 +352,9 @@ def test_report_opens_without_errors_and_filters_and_pages(browser, report, reco
     _select(page, "qtype", qtype)
     assert page.evaluate("window.medvrReport.filtered()") == [
         i for i, r in enumerate(records) if r["sample"]["question_type"] == qtype]
+    page.evaluate("new Promise(done => { addEventListener('hashchange', () => setTimeout(done, 0), {once: true}); "
+                  "location.hash = '#ep-7'; })")  # a link to one episode opens it
+    assert page.evaluate("[...document.querySelectorAll('#cards .detail')].map(d => +d.dataset.detail)") == [7]
     assert page.errors == []
     page.close()
 

@@ -72,7 +72,7 @@ def index_entry(number: int, record: dict[str, Any], *, run: int, source: int, i
         "correct": bool(grade.get("correct")), "zooms": zooms, "steps": len(steps),
         "errors": sum(1 for s in steps if s.get("error")),
         "q": _short(sample.get("question", ""), 200), "ref": _short(sample.get("answer", ""), 80),
-        "ans": _short(grade.get("predicted", _last_answer(steps)) or "", 80),
+        "ans": _short(_last_answer(steps) or "", 80),  # what the agent wrote (the grade keeps its parse)
         "stop": record.get("stop_reason", ""),
         "w": int(record["image_size"][0]), "h": int(record["image_size"][1]),
         "boxes": [[*v["box"], v["index"]] for v in record["views"][1:]],

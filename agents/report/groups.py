@@ -156,7 +156,7 @@ def branch_tree(group: Group, width: int = 380) -> str:
     """The group's rollouts as rows over their steps; a forked rollout starts at its parent's row at the fork step."""
     members = _tree_order(group.members)
     longest = max((m.steps for m in members), default=1) or 1
-    left, right, row_h, top = 40, 70, 18, 22
+    left, right, row_h, top = 40, 96, 18, 22
     height = top + row_h * len(members) + 20
     plot_w = width - left - right
 

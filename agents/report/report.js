@@ -55,7 +55,7 @@
       if (labels) {
         const t = svgEl("text", { x: b[0] + fs * 0.25, y: b[1] + fs, fill: c, "font-size": fs, "font-weight": 700,
           "font-family": "system-ui,sans-serif", stroke: "#000", "stroke-width": fs * 0.06 });
-        t.textContent = String(b[4]);
+        t.textContent = b[6] || String(b[4]);
         svg.append(t);
       }
     }
@@ -106,7 +106,8 @@
     const s = d.sample;
     const info = el("table", { class: "kv" });
     const rows = [["question", s.question], ["options", (s.options || []).map((o, i) => String.fromCharCode(65 + i) + ". " + o).join("  ")],
-      ["reference", s.answer], ["answer", e.ans], ["grade", d.grade ? `${d.grade.correct ? "correct" : "wrong"} (${d.grade.method || ""}, score ${fmt(d.grade.score)})` : "ungraded"],
+      ["reference", s.answer], ["answer", e.ans], ["grade", d.grade ? `${d.grade.correct ? "correct" : "wrong"} (${d.grade.method || ""}, score ${fmt(d.grade.score)}` +
+        (d.grade.predicted != null && d.grade.predicted !== e.ans ? `, read as "${d.grade.predicted}"` : "") + ")" : "ungraded"],
       ["stop", d.stop], ["return", fmt(d.total_reward, 3)], ["sample", s.sample_id],
       ["type", [s.answer_type, s.question_type, s.modality, s.organ].filter(Boolean).join(" · ")]];
     for (const [k, v] of rows) if (v) info.append(el("tr", {}, el("td", { text: k }), el("td", { text: String(v) })));
@@ -208,15 +209,15 @@
     const g = block("grp-" + k);
     const uri = block("im-" + g.img);
     const boxes = [];
-    g.members.forEach((m, i) => m.boxes.forEach(b => boxes.push([...b, m.index, INDEX.series[i % INDEX.series.length]])));
+    g.members.forEach((m, i) => m.boxes.forEach(b => boxes.push([...b, m.index, INDEX.series[i % INDEX.series.length], "#" + m.index])));
     const mask = g.mask ? el("img", { class: "mask", src: g.mask, alt: "consensus mask" }) : null;
     const fig = figure(uri, g.w, g.h, Math.min(320, Math.round(320 * g.w / Math.max(g.w, g.h))), boxes, g.evalb, true, mask);
     const table = el("table", { class: "members" }, el("tr", {}, ...["#", "parent", "fork step", "correct", "zooms",
       "IoU (consensus)", "R_tool", "CCA case", "recorded IoU", "recorded R_tool", ""].map(t => el("th", { text: t }))));
     g.members.forEach((m, i) => {
       const open = m.episode != null ? el("button", { class: "link", text: "episode #" + m.episode,
-        onclick: () => { controls.search.value = "#" + m.episode; state.page = 0; renderList();
-          document.getElementById("episodes").scrollIntoView(); } }) : el("span", { text: "(not shown)" });
+        onclick: () => { if (location.hash === "#ep-" + m.episode) openFromHash(); else location.hash = "#ep-" + m.episode; } })
+        : el("span", { text: "(not shown)" });
       table.append(el("tr", {}, el("td", { style: `color:${INDEX.series[i % INDEX.series.length]};font-weight:700`, text: "#" + m.index }),
         el("td", { text: m.parent == null ? "–" : "#" + m.parent }), el("td", { text: m.fork_step == null ? "–" : String(m.fork_step) + (m.fork_token != null ? ` (token ${m.fork_token})` : "") }),
         el("td", { text: m.correct ? "✓" : "✗" }), el("td", { text: String(m.boxes.length) }),
@@ -278,6 +279,20 @@
     document.getElementById("f-change").addEventListener("change", () => renderChanges(0));
     renderChanges(0);
   }
-  window.medvrReport = { readyMs: performance.now(), episodes: EPISODES.length, filtered: () => filtered().map(e => e.id) };
+  // #ep-N in the address opens episode N (links to one episode can be shared)
+  function openFromHash() {
+    const match = /^#ep-(\d+)$/.exec(location.hash);
+    if (!match || !EPISODES[+match[1]]) return;
+    for (const [name, node] of Object.entries(controls)) node.value = name === "search" ? "#" + match[1] : "all";
+    state.page = 0;
+    renderList();
+    const box = document.querySelector(`#cards .card[data-id="${match[1]}"]`);
+    if (box && !box.querySelector(":scope > .detail")) toggleDetail(box, EPISODES[+match[1]]);
+    if (box) box.scrollIntoView();
+  }
+  window.addEventListener("hashchange", openFromHash);
+  openFromHash();
+  window.medvrReport = { readyMs: performance.now(), episodes: EPISODES.length,
+    filtered: () => filtered().map(e => e.id), detail: id => detail(EPISODES[id]) };
   document.documentElement.dataset.ready = "1";
 })();

@@ -140,14 +140,15 @@ def summary_plots(sources: Sequence[SourceStats], curves: dict[str, list[tuple[f
     if any(s.entropy_pairs for s in live):
         edges = [i / 10 for i in range(11)]
         series = []
-        for s in live:
-            if s.entropy_pairs:
-                series.append((f"{s.label} before", [b for b, _ in s.entropy_pairs]))
-                series.append((f"{s.label} after", [a for _, a in s.entropy_pairs]))
-        lowered = [sum(a < b for b, a in s.entropy_pairs) / len(s.entropy_pairs) for s in live if s.entropy_pairs]
-        title = "entropy before / after looking (episodes)"
-        if len(lowered) == 1:
-            title += f" · lower after in {100 * lowered[0]:.0f}%"
+        with_pairs = [s for s in live if s.entropy_pairs]
+        for s in with_pairs:
+            prefix = f"{s.label} " if len(with_pairs) > 1 else ""
+            series.append((f"{prefix}before", [b for b, _ in s.entropy_pairs]))
+            series.append((f"{prefix}after", [a for _, a in s.entropy_pairs]))
+        title = "entropy before / after looking"
+        if len(with_pairs) == 1:
+            pairs = with_pairs[0].entropy_pairs
+            title += f" · lower after in {100 * sum(a < b for b, a in pairs) / len(pairs):.0f}%"
         plots.append(svg.histogram(series, edges, title=title))
     for name, points in list((curves or {}).items())[:max_curves]:
         plots.append(svg.line_chart([(name, points)], title=name, points=len(points) <= 40))

@@ -25,7 +25,7 @@ def _fmt(value: float) -> str:
 
 def _top(series_count: int) -> int:
     """Room above the plot: the title, and a legend row when there are several series."""
-    return 22 if series_count < 2 else 22 + 14 * 1
+    return 22 if series_count < 2 else 36
 
 
 def _frame(width: int, height: int, title: str, body: list[str], legend: Sequence[str] = ()) -> str:
@@ -76,8 +76,8 @@ def bar_chart(categories: Sequence[str], series: Sequence[tuple[str, Sequence[fl
         if n <= 24 or c % math.ceil(n / 24) == 0:
             label = escape(str(category)[:14])
             cx = left + (c + 0.5) * group_w
-            anchor = 'text-anchor="end"' if n > 6 else 'text-anchor="middle"'
-            rotate = f' transform="rotate(-35 {cx:.1f} {top + plot_h + 12})"' if n > 6 else ""
+            anchor = 'text-anchor="end"' if n > 4 else 'text-anchor="middle"'
+            rotate = f' transform="rotate(-35 {cx:.1f} {top + plot_h + 12})"' if n > 4 else ""
             body.append(f'<text x="{cx:.1f}" y="{top + plot_h + 12}" {_FONT} {anchor}{rotate}>{label}</text>')
     return _frame(width, height, title, body, [name for name, _ in series])
 
