@@ -17,7 +17,7 @@ import gymnasium as gym
 import pytest
 
 import medvr_env  # noqa: F401  (registers the ids)
-from agents.base import AGENTS
+from agents.base import AGENTS, make_agent, policy_env
 from agents.cli import UsageError, main, parse_value
 from medvr_env.registration import load_registry
 
@@ -184,3 +184,17 @@ def test_sigint_stops_a_run_cleanly(tmp_path):
     summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
     kept = next(tmp_path.glob("*/trajectories.jsonl.partial")).read_text().splitlines()
     assert summary["interrupted"] and summary["episodes"] >= 1 and len(kept) >= summary["episodes"]
+
+
+def test_bundled_agents_step_the_medvr_env_under_sb3_wrappers():
+    env = gym.make("MedVR-VQA-Tensor-Discrete-v0")
+    acting = policy_env(env, make_agent("random"))
+    assert acting is not env and acting.unwrapped is env.unwrapped
+    assert acting.observation_space == env.unwrapped.observation_space and acting.action_space == env.unwrapped.action_space
+
+    class SB3Policy:  # a policy trained on the wrapper's encoding gets the env as given
+        acts_in_wrapper_spaces = True
+
+    assert policy_env(env, SB3Policy()) is env
+    plain = gym.make("MedVR-VQA-v0")
+    assert policy_env(plain, make_agent("random")) is plain  # nothing to peel: time limits and checks stay
