@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
+
 from medvr_env import MedVRVQAEnv
 from medvr_env.importing import import_object
 

@@ -15,17 +15,16 @@ from typing import Any, NoReturn, Sequence
 import gymnasium as gym
 
 import medvr_env
+from medvr_env.data.files import DatasetFormatError, DatasetNotFoundError
+from medvr_env.data.images import ImageDecodeError, UnsafePathError
 from medvr_env.registration import load_registry
 from medvr_env.tools import registered_tools, resolve_tool
 
-from medvr_env.data.files import DatasetFormatError, DatasetNotFoundError
-from medvr_env.data.images import ImageDecodeError, UnsafePathError
-
 from .base import AGENTS, AgentSetupError, make_agent
 from .evaluate import EvaluationError, evaluate, table1_markdown
+from .report.cli import add_parser as add_report_parser
+from .report.cli import report_after_run
 from .runner import Interrupted, partial_path, run_episodes, write_json, write_text
-from .report.cli import add_parser as add_report_parser, report_after_run
-
 
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _JSON_WORDS = {"true": True, "false": False, "null": None}

@@ -32,8 +32,9 @@ from medvr_env.data.files import DatasetNotFoundError
 from medvr_env.data.images import ImageDecodeError, UnsafePathError
 
 from .base import Agent, make_agent, policy_env
-from .metrics import EpisodeStats, GroupAccuracy, Grounding, MetricTally, ToolStats, as_dict
+from .metrics import EpisodeStats, Grounding, GroupAccuracy, MetricTally, ToolStats, as_dict
 from .runner import Interrupted, TrajectoryWriter, finish_episode, partial_path, write_text
+
 
 class EvaluationError(ValueError):
     """An evaluation cannot be resumed from its trajectories, or has nothing to score; the message says why."""

@@ -149,7 +149,7 @@ class RunningSum:
     list-based summaries reported.
     """
 
-    __slots__ = ("count", "_total", "_compensation")
+    __slots__ = ("_compensation", "_total", "count")
 
     def __init__(self) -> None:
         self.count = 0

@@ -223,5 +223,16 @@ def json_default(obj: Any) -> Any:
     return repr(obj)
 
 
-__all__ = ["Interrupted", "RunSummary", "finish_episode", "partial_path", "play_episode", "run_episodes", "summarize",
-           "TrajectoryWriter", "write_json", "write_jsonl", "write_text"]
+__all__ = [
+    "Interrupted",
+    "RunSummary",
+    "TrajectoryWriter",
+    "finish_episode",
+    "partial_path",
+    "play_episode",
+    "run_episodes",
+    "summarize",
+    "write_json",
+    "write_jsonl",
+    "write_text",
+]

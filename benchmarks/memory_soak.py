@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         retained = retaining(args.env, args.agent, args.retain, Path(tmp)) if args.retain > 0 else None
 
     base = next(r for r in rows if r["episodes"] == checkpoints[0])
-    print(f"\n## streaming (run_episodes today): RSS by episodes played\n")
+    print("\n## streaming (run_episodes today): RSS by episodes played\n")
     print(f"| episodes | RSS (MB) | anonymous RSS (MB) | anonymous growth vs {checkpoints[0]:,} | seconds |")
     print("|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if retained is not None:
         before, after = retained
         per_episode = (after - before) / args.retain
-        print(f"\n## contrast: keeping every finished episode (run_episodes before it streamed)\n")
+        print("\n## contrast: keeping every finished episode (run_episodes before it streamed)\n")
         print("| episodes kept | anonymous RSS before (MB) | after (MB) | MB per episode | projected for 10,000 episodes |")
         print("|---:|---:|---:|---:|---:|")
         print(f"| {args.retain:,} | {before:.1f} | {after:.1f} | {per_episode:.2f} | {per_episode * 10_000 / 1024:.1f} GB |")

@@ -221,7 +221,7 @@ def _numbers(result: EvalResult) -> dict:
 
 
 def test_interrupted_evaluation_resumes_to_the_uninterrupted_numbers(tmp_path):
-    kwargs = dict(split="test", limit=9, env_kwargs={"num_samples": 9}, progress=False)
+    kwargs = {"split": "test", "limit": 9, "env_kwargs": {"num_samples": 9}, "progress": False}
     whole = evaluate("MedVR-VQA-v0", Mixed(), trajectories=tmp_path / "whole.jsonl", **kwargs)
 
     path = tmp_path / "cut.jsonl"
@@ -286,7 +286,7 @@ def _custom_dataset(root: Path, broken: int) -> Path:
 @pytest.mark.parametrize("broken", [2, 0])  # 0: the very first reset of the env would fail
 def test_skip_bad_samples_records_unreadable_images_as_failed(tmp_path, broken):
     root = _custom_dataset(tmp_path / "data", broken=broken)
-    kwargs = dict(split="test", env_kwargs={"data_root": str(root)}, progress=False)
+    kwargs = {"split": "test", "env_kwargs": {"data_root": str(root)}, "progress": False}
     with pytest.raises(ImageDecodeError, match=f"case_{broken}.png"):  # strict by default
         evaluate("MedVR-VQA-Custom-v0", ZoomThenAnswer(), **kwargs)
     path = tmp_path / "t.jsonl"
