@@ -8,6 +8,12 @@ answers is reported beside accuracy, as MEVF-style papers do.
 Grounding: an episode's *footprint* is the union of the regions it zoomed or cropped
 into (the mask CCA compares); its grounding IoU is the area IoU between that footprint
 and the union of the sample's evaluation-only boxes. Episodes that never zoomed score 0.
+
+Streaming: :class:`MetricTally` keeps running totals of every metric, fed one
+:class:`EpisodeStats` (a few numbers per episode, from a live episode or a trajectory
+line) at a time, so runs drop each episode with its pixels as soon as it finishes. Its
+float sums add exactly as ``sum()`` adds a list (:class:`RunningSum`); the list-based
+functions here (``tool_stats``, ``grounding``, ``accuracy_by``) give the same numbers.
 """
 
 from __future__ import annotations
