@@ -80,8 +80,11 @@ def env():
 
 @pytest.fixture(scope="module")
 def records(env):
-    """12 episodes: zoom counts 0-3, every third wrong, one with an invalid action."""
-    return [play(env, i, zooms=i % 4, correct=i % 3 != 2, invalid=i == 5) for i in range(12)]
+    """12 episodes: zoom counts 0-3, every third wrong, one with an invalid action, one with hostile text."""
+    out = [play(env, i, zooms=i % 4, correct=i % 3 != 2, invalid=i == 5) for i in range(12)]
+    # text from a dataset or a model is shown as text: this must neither end a script block nor run
+    out[11]["sample"]["question"] += " </script><img src=x onerror=\"console.error('injected')\"><!--"
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +99,7 @@ def report(run_dir):
 
 def blocks(html: str) -> dict[str, str]:
     """Every ``<script type=... id=...>`` block of a report, by id."""
-    return dict(re.findall(r'<script type="[^"]+" id="([^"]+)">(.*?)</script>', html, flags=re.S))
+    return dict(re.findall(r'<script type="[^"]+" id="([^"]+)">(.*?)</script>', html, flags=re.DOTALL))
 
 
 def index_of(html: str) -> dict:
@@ -213,6 +216,11 @@ def test_missing_dataset_draws_stand_ins_and_says_why(tmp_path, records):
     assert "images drawn as grey stand-ins" in html and "--data-root" in html
     detail = json.loads(blocks(html)["ep-0"])
     assert detail["load_error"] and all(v["uri"] is None for v in detail["views"])
+    # an image whose size is not the one the run saw is refused too (the boxes would not fit it)
+    changed = json.loads(json.dumps(records[0]))
+    changed["image_size"] = [changed["image_size"][0] + 1, changed["image_size"][1]]
+    html = build_report(write_run(tmp_path / "changed", [changed])).path.read_text(encoding="utf-8")
+    assert "the dataset changed?" in json.loads(blocks(html)["ep-0"])["load_error"]
 
 
 # ---------------------------------------------------------------------------------------------- groups
@@ -355,6 +363,11 @@ def test_report_opens_without_errors_and_filters_and_pages(browser, report, reco
     page.evaluate("new Promise(done => { addEventListener('hashchange', () => setTimeout(done, 0), {once: true}); "
                   "location.hash = '#ep-7'; })")  # a link to one episode opens it
     assert page.evaluate("[...document.querySelectorAll('#cards .detail')].map(d => +d.dataset.detail)") == [7]
+    page.evaluate("new Promise(done => { addEventListener('hashchange', () => setTimeout(done, 0), {once: true}); "
+                  "location.hash = '#ep-11'; })")
+    assert page.evaluate("document.querySelector('.card[data-id=\"11\"] .q').textContent") == \
+        records[11]["sample"]["question"]  # hostile text shown as text, nothing injected
+    assert page.evaluate("document.querySelectorAll('img[src=\"x\"]').length") == 0
     assert page.errors == []
     page.close()
 

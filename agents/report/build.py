@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -192,7 +193,7 @@ class _ImageTable:
         if key in self._pixels:
             self._pixels.move_to_end(key)
             return self.ids[key], self._pixels[key]
-        original = self.loaders[source].load(sample)
+        original = self.loaders[source].load(sample, size)
         if key not in self.ids:
             pixels = original if original is not None else placeholder(*size, self.options.detail_side)
             self.ids[key] = len(self.thumbs)

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from medvr_env.render import view_box_colour
-
 from agents.metrics import VIEW_TOOLS
+from medvr_env.render import view_box_colour
 
 from . import svg
 from .images import encode, fit
@@ -116,7 +115,7 @@ def box_colours() -> list[str]:
     colours = [view_box_colour(1)]
     while len(colours) < 64 and view_box_colour(len(colours) + 1) != colours[0]:
         colours.append(view_box_colour(len(colours) + 1))
-    return ["#%02x%02x%02x" % c for c in colours]
+    return ["#{:02x}{:02x}{:02x}".format(*c) for c in colours]
 
 
 def _last_answer(steps: list[dict[str, Any]]) -> str | None:

@@ -230,4 +230,4 @@ def _float(value: Any) -> float | None:
     return float(value)
 
 
-__all__ = ["Group", "Member", "branch_tree", "GroupCollector", "consensus_png_rgba", "member_colour"]
+__all__ = ["Group", "GroupCollector", "Member", "branch_tree", "consensus_png_rgba", "member_colour"]

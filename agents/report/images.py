@@ -86,16 +86,26 @@ class ImageLoader:
         self.error: str | None = None
         self._dataset: Any = None
 
-    def load(self, sample: dict[str, Any]) -> np.ndarray | None:
-        """The original image of ``sample`` (a record's ``sample`` dict), or ``None`` (see ``error``)."""
+    def load(self, sample: dict[str, Any], size: tuple[int, int]) -> np.ndarray | None:
+        """The original image of ``sample`` (a record's ``sample`` dict), or ``None`` (see ``error``).
+
+        ``size`` is the ``(width, height)`` the record says the agent saw; an image of another
+        size (the dataset changed since the run) is refused, since the record's boxes would not fit it.
+        """
         dataset = self._open(sample)
         if dataset is None:
             return None
         try:
-            return dataset.load_image(sample_from_dict(sample))
+            pixels = dataset.load_image(sample_from_dict(sample))
         except Exception as exc:  # one unreadable image must not cost the whole report
             self.error = f"image {sample.get('image_key')!r}: {type(exc).__name__}: {exc}"
             return None
+        found = (int(pixels.shape[1]), int(pixels.shape[0]))
+        if found != tuple(size):
+            self.error = (f"image {sample.get('image_key')!r} is {found[0]}x{found[1]} now but was "
+                          f"{size[0]}x{size[1]} in the run (the dataset changed?)")
+            return None
+        return pixels
 
     def _open(self, sample: dict[str, Any]) -> Any:
         if self._dataset is not None or self.error is not None:

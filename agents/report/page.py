@@ -8,9 +8,10 @@ only tokenises while loading; the page's script parses a block when it is opened
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 _HERE = Path(__file__).parent
 
@@ -50,8 +51,8 @@ def render_page(*, title: str, meta: str, summary_html: str, plots: Sequence[str
         f'<section id="summary"><h2>Summary</h2>{note_html}{summary_html}',
         f'<div class="plots">{"".join(plots)}</div></section>\n',
         compare_html, groups,
-        '<section id="episodes"><h2>Episodes</h2><div id="filters" class="filters"></div>'
-        '<div id="pager-top"></div><div id="cards" class="cards"></div><div id="pager-bottom"></div></section>\n',
+        ('<section id="episodes"><h2>Episodes</h2><div id="filters" class="filters"></div>'
+         '<div id="pager-top"></div><div id="cards" class="cards"></div><div id="pager-bottom"></div></section>\n'),
         json_block("index", index), *blocks,
         f"<script>{js}</script>\n</body></html>\n",
     ])

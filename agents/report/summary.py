@@ -13,9 +13,10 @@ after every view). Steps without a value (``entropy`` is ``None``) leave the pai
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any, Sequence
+from typing import Any
 
 from agents.metrics import EpisodeStats, GroupAccuracy, MetricTally
 

@@ -8,8 +8,8 @@ drawn side by side (bars) or over each other (lines) in :data:`SERIES_COLOURS`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 SERIES_COLOURS = ("#3b6fb6", "#e07b39", "#4a9a5b", "#b34a8a", "#7a6bc2", "#a0883a")
 _FONT = 'font-family="system-ui,sans-serif" font-size="11"'
@@ -29,8 +29,8 @@ def _top(series_count: int) -> int:
 
 
 def _frame(width: int, height: int, title: str, body: list[str], legend: Sequence[str] = ()) -> str:
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-             f'height="{height}" class="chart" role="img" aria-label="{escape(title)}">',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+              f'height="{height}" class="chart" role="img" aria-label="{escape(title)}">'),
              f'<text x="4" y="13" {_FONT} font-weight="600">{escape(title)}</text>']
     if len(legend) > 1:
         x = 4.0
@@ -119,8 +119,8 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float | None]]]
     xs = [x for _, pts in series for x, y in pts if y is not None] + list(marks)
     ys = [y for _, pts in series for _, y in pts if y is not None]
     if not xs or not ys:
-        return _frame(width, height, title, [f'<text x="{width / 2}" y="{height / 2}" {_FONT} text-anchor="middle" '
-                                             f'fill="#777">no values</text>'])
+        return _frame(width, height, title, [(f'<text x="{width / 2}" y="{height / 2}" {_FONT} '
+                                              f'text-anchor="middle" fill="#777">no values</text>')])
     x0, x1 = min(xs), max(xs)
     y0, y1 = y_range if y_range is not None else (min(0.0, min(ys)), max(ys))
     if x1 == x0:
