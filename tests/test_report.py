@@ -257,6 +257,18 @@ def test_group_section_recomputes_the_consensus_with_agents_credit(tmp_path, gro
     assert "forked from #0 at step 1" in group["tree_svg"]
 
 
+def test_group_field_accepts_evr_rollout_keys(tmp_path, group_records):
+    evr_style = []
+    for record in group_records:
+        info = record["group"]
+        parent = None if info["parent"] is None else [3, info["parent"]]
+        evr_style.append(dict(record, group={"id": "s3", "index": [3, info["index"]], "parent": parent,
+                                             "fork_turn": info["fork_step"], "fork_token": 5}))
+    group = json.loads(blocks(build_report(write_run(tmp_path / "evr", evr_style)).path.read_text())["grp-0"])
+    assert [(m["index"], m["parent"], m["fork_step"], m["fork_token"]) for m in group["members"]] == [
+        (0, None, None, 5), (1, 0, 1, 5), (2, None, None, 5), (3, 2, 1, 5)]
+
+
 def test_group_field_must_name_its_group(tmp_path, records):
     bad = dict(records[0], group={"index": 1})
     with pytest.raises(ReportInputError, match="must be an object with an 'id'"):

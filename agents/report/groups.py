@@ -10,10 +10,18 @@ field, ``"group"``, written by the trainer or the rollout code::
         "index": 3,                 # position in the group (default: order of appearance)
         "parent": 0,                # index of the rollout it was forked from; null for a root rollout
         "fork_step": 2,             # steps 1..fork_step are shared with the parent (StepRecord.step numbering)
-        "fork_token": 17,           # optional: token offset inside the forking turn
+        "fork_token": 17,           # optional: token offset inside the forking turn (step fork_step + 1)
         "iou": 0.62,                # optional: the footprint's IoU with the consensus, as the trainer computed it
         "tool_reward": 1.0          # optional: R_tool the trainer paid
     }
+
+``agents.vlm`` group rollouts can be written as they are: ``index`` and ``parent`` may be
+rollout keys ``[sample, id]`` (the ``id`` is used), and ``fork_turn`` (0-based, the turn
+holding the child's first own token) is read as ``fork_step`` when that is absent. For example::
+
+    record = rollout.episode.to_dict()
+    record["group"] = {"id": f"{rollout.key[0]}/{round}", "index": rollout.key, "parent": rollout.parent,
+                       "fork_turn": rollout.fork_turn, "fork_token": rollout.fork_token}
 
 Footprints are read from the record's own steps (``applied_box`` of each look), never
 from a separate list. The consensus is recomputed with :func:`agents.credit.consensus_credit`
@@ -85,10 +93,11 @@ class Group:
                    "image_size": record["image_size"], "grade": record.get("grade"),
                    "steps": [{k: s.get(k) for k in ("step", "tool", "new_view", "applied_box")}
                              for s in record.get("steps") or []]}
+        fork_step = info.get("fork_step", info.get("fork_turn"))  # EVR's 0-based fork turn = complete shared steps
         self.members.append(Member(
-            index=_int(info.get("index", len(self.members)), f"{where} index"),
-            parent=_int(info.get("parent"), f"{where} parent", optional=True),
-            fork_step=_int(info.get("fork_step"), f"{where} fork_step", optional=True),
+            index=_int(_key_id(info.get("index", len(self.members))), f"{where} index"),
+            parent=_int(_key_id(info.get("parent")), f"{where} parent", optional=True),
+            fork_step=_int(fork_step, f"{where} fork_step", optional=True),
             fork_token=_int(info.get("fork_token"), f"{where} fork_token", optional=True),
             recorded_iou=_float(info.get("iou")), recorded_tool_reward=_float(info.get("tool_reward")),
             record=trimmed, episode=episode))
@@ -214,6 +223,11 @@ def _tree_order(members: list[Member]) -> list[Member]:
 
 def member_colour(k: int) -> str:
     return SERIES_COLOURS[k % len(SERIES_COLOURS)]
+
+
+def _key_id(value: Any) -> Any:
+    """A rollout key ``[sample, id]`` (as ``agents.vlm`` group rollouts name them) stands for its ``id``."""
+    return value[1] if isinstance(value, (list, tuple)) and len(value) == 2 else value
 
 
 def _int(value: Any, what: str, optional: bool = False) -> int | None:
