@@ -180,6 +180,9 @@ def test_learning_curves_from_metrics_jsonl(tmp_path, records):
     assert set(curves) == {"loss", "medvr/zoom_rate"} and curves["loss"][0] == (1.0, 1.0) and len(curves["loss"]) == 5
     html = build_report(run).path.read_text(encoding="utf-8")
     assert 'aria-label="loss"' in html and 'aria-label="medvr/zoom_rate"' in html
+    (run / "trajectories.jsonl").unlink()  # a training run that logged metrics only
+    html = build_report(run).path.read_text(encoding="utf-8")
+    assert 'aria-label="loss"' in html and "No trajectory records" in html
 
 
 def test_unreadable_runs_are_clear_errors(tmp_path, records):

@@ -79,6 +79,8 @@ def summary_table(sources: Sequence[SourceStats]) -> str:
         rows.append((name, cells))
 
     live = [s for s in sources if s.tally.episodes]
+    if not live:
+        return '<p class="note">No trajectory records in this run yet.</p>'
     row("episodes", [f"{s.tally.episodes}" + (" <small>(interrupted)</small>" if s.source.partial else "")
                      for s in live])
     row("accuracy (%)", [_pct(s.tally.accuracy) for s in live])
@@ -122,6 +124,9 @@ def summary_plots(sources: Sequence[SourceStats], curves: dict[str, list[tuple[f
     """The summary's charts as SVG strings."""
     live = [s for s in sources if s.tally.episodes]
     plots = []
+    if not live:  # a training run without trajectories: learning curves only
+        return [svg.line_chart([(name, points)], title=name, points=len(points) <= 40)
+                for name, points in list((curves or {}).items())[:max_curves]]
     by_type = [s.tally.accuracy_by("question_type") for s in live]
     types = list(dict.fromkeys(k for groups in by_type for k in groups))
     if types:
