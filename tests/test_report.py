@@ -201,6 +201,14 @@ def test_unreadable_runs_are_clear_errors(tmp_path, records):
         build_report(bad)
 
 
+def test_non_finite_numbers_in_records_become_null(tmp_path, records):
+    record = json.loads(json.dumps(records[1]))
+    record["steps"][0]["entropy"] = float("nan")
+    html = build_report(write_run(tmp_path / "nan", [record])).path.read_text(encoding="utf-8")
+    detail = json.loads(blocks(html)["ep-0"])
+    assert detail["steps"][0]["entropy"] is None and "nan" not in detail["entropy_svg"].lower()
+
+
 def test_interrupted_run_is_read_from_its_partial_file(tmp_path, records):
     run = tmp_path / "cut"
     run.mkdir()

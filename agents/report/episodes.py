@@ -9,6 +9,7 @@ over the image in SVG with the colours of :func:`medvr_env.render.view_box_colou
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -49,9 +50,9 @@ def text_segments(raw: str, tool: str | None = None) -> list[list[str]]:
 def entropy_chart(record: dict[str, Any]) -> str:
     """The entropy channel per step (and the tool entropy, when reported); dashed lines mark looks."""
     steps = record.get("steps") or []
-    series = [("entropy", [(s["step"], s.get("entropy")) for s in steps])]
-    if any(s.get("tool_entropy") is not None for s in steps):
-        series.append(("tool entropy", [(s["step"], s.get("tool_entropy")) for s in steps]))
+    series = [("entropy", [(s["step"], _finite(s.get("entropy"))) for s in steps])]
+    if any(_finite(s.get("tool_entropy")) is not None for s in steps):
+        series.append(("tool entropy", [(s["step"], _finite(s.get("tool_entropy"))) for s in steps]))
     looks = [s["step"] for s in steps if s.get("new_view") is not None]
     return svg.line_chart(series, title="entropy per step", y_range=(0.0, 1.0), marks=looks, width=300, height=120)
 
@@ -86,12 +87,15 @@ def detail(record: dict[str, Any], original: np.ndarray | None, *, view_side: in
     views = []
     if original is not None:
         episode = episode_from_record(record, original)
-        for view in episode.views:
-            w, h = view.size
-            scale = min(1.0, view_side / max(w, h))
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            pixels = fit(episode.render_view(view.index, size), view_side)
-            views.append(encode(pixels, quality=75).uri)
+        try:
+            for view in episode.views:
+                w, h = view.size
+                scale = min(1.0, view_side / max(w, h))
+                size = (max(1, round(w * scale)), max(1, round(h * scale)))
+                pixels = fit(episode.render_view(view.index, size), view_side)
+                views.append(encode(pixels, quality=75).uri)
+        except (ValueError, IndexError, TypeError) as exc:  # a record whose views do not fit its image
+            load_error = f"view {len(views)} could not be cut from the original: {exc}"
     sample = record["sample"]
     return {
         "sample": {k: sample.get(k) for k in ("sample_id", "question", "options", "answer", "answer_type",
@@ -116,6 +120,10 @@ def box_colours() -> list[str]:
     while len(colours) < 64 and view_box_colour(len(colours) + 1) != colours[0]:
         colours.append(view_box_colour(len(colours) + 1))
     return ["#{:02x}{:02x}{:02x}".format(*c) for c in colours]
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _last_answer(steps: list[dict[str, Any]]) -> str | None:

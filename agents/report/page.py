@@ -8,6 +8,7 @@ only tokenises while loading; the page's script parses a block when it is opened
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -17,9 +18,26 @@ _HERE = Path(__file__).parent
 
 
 def json_block(block_id: str, data: Any) -> str:
-    """``data`` as an inert JSON block; every ``<`` is escaped so no text can close the script element."""
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
+    """``data`` as an inert JSON block; every ``<`` is escaped so no text can close the script element.
+
+    NaN and infinities (which trajectory files may hold, e.g. an entropy) become ``null``: JSON has no such values.
+    """
+    try:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(data), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = text.replace("<", "\\u003c")
     return f'<script type="application/json" id="{block_id}">{text}</script>\n'
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
 
 
 def text_block(block_id: str, text: str) -> str:

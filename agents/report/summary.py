@@ -12,6 +12,7 @@ after every view). Steps without a value (``entropy`` is ``None``) leave the pai
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,9 +32,13 @@ def entropy_before_after(record: dict[str, Any]) -> tuple[float, float] | None:
     if first_look is None or not steps:
         return None
     before, after = first_look.get("entropy"), steps[-1].get("entropy")
-    if before is None or after is None or steps[-1] is first_look:
+    if not (_is_finite(before) and _is_finite(after)) or steps[-1] is first_look:
         return None
     return float(before), float(after)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
