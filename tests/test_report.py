@@ -439,5 +439,8 @@ def test_groups_and_changes_render_in_the_browser(browser, tmp_path, group_recor
     assert page.evaluate("document.querySelectorAll('#change-list tr[data-change]').length") == 2
     page.evaluate("document.querySelector('#change-list button.link').click()")
     assert page.evaluate("document.querySelectorAll('#change-list tr.opened .detail').length") == 1
+    _select(page, "agent", "1")  # the second trajectory source: run B's episodes (listed after A's in each pair)
+    shown = page.evaluate("window.medvrReport.filtered()")
+    assert len(shown) == len(records) and all(i % 2 == 1 for i in shown)
     assert page.errors == []
     page.close()
