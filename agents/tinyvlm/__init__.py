@@ -20,7 +20,10 @@ from .processing import MedVRTinyImageProcessor, MedVRTinyProcessor
 
 AutoConfig.register(MODEL_TYPE, MedVRTinyConfig, exist_ok=True)
 AutoModelForImageTextToText.register(MedVRTinyConfig, MedVRTinyForConditionalGeneration, exist_ok=True)
-AutoImageProcessor.register(MedVRTinyConfig, image_processor_classes={"pil": MedVRTinyImageProcessor}, exist_ok=True)
+try:
+    AutoImageProcessor.register(MedVRTinyConfig, image_processor_classes={"pil": MedVRTinyImageProcessor}, exist_ok=True)
+except (ImportError, TypeError):  # transformers < 5.11 (verl's pin): no such keyword, and the class needs torchvision
+    pass
 AutoProcessor.register(MedVRTinyConfig, MedVRTinyProcessor, exist_ok=True)
 
 from .family import MedVRTinyAdapter  # noqa: E402  (needs agents.vlm.families; registers the adapter)
