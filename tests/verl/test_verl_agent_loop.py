@@ -10,11 +10,10 @@ import pytest
 pytest.importorskip("verl", reason="runs in the verl venv (.ci-venv-verl, built by .ci/run)")
 pytest.importorskip("transfer_queue")
 
-from tests.verl.fakes import FakeTokenServer, NoMultiModalDataset, compose_config, cpu_overrides, pil_processor  # noqa: E402
+from verl.experimental.agent_loop.agent_loop import DictConfigWrap
 
-from verl.experimental.agent_loop.agent_loop import DictConfigWrap  # noqa: E402
-
-from agents.integrations.verl.agent_loop import MedVRAgentLoop  # noqa: E402
+from agents.integrations.verl.agent_loop import MedVRAgentLoop
+from tests.verl.fakes import FakeTokenServer, NoMultiModalDataset, compose_config, cpu_overrides, pil_processor
 
 
 async def make_loop(tiny_qwen, server_factory, **medvr) -> MedVRAgentLoop:

@@ -7,10 +7,9 @@ import pytest
 pytest.importorskip("verl", reason="runs in the verl venv (.ci-venv-verl, built by .ci/run)")
 pytest.importorskip("transfer_queue")
 
-from tests.verl.fakes import compose_config  # noqa: E402
-
-from agents.integrations.verl.settings import MedVRVerlSettings, settings_from_config  # noqa: E402
-from agents.train.config import ConfigError  # noqa: E402
+from agents.integrations.verl.settings import MedVRVerlSettings, settings_from_config
+from agents.train.config import ConfigError
+from tests.verl.fakes import compose_config
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def test_token_entropies_prefer_top_k_and_fall_back():
 
 
 def test_top_logprobs_rows_keep_the_k_largest():
-    lp = lambda x: SimpleNamespace(logprob=x)  # noqa: E731 - vLLM's Logprob has .logprob
+    lp = lambda x: SimpleNamespace(logprob=x)
     rows = top_logprobs_rows([{5: lp(-0.2), 7: lp(-3.0), 9: lp(-1.0)}, {1: lp(-0.05)}], k=2)
     assert rows == [[-0.2, -1.0], [-0.05]]
     assert top_logprobs_rows(None, 3) is None

@@ -10,11 +10,10 @@ import pytest
 pytest.importorskip("verl", reason="runs in the verl venv (.ci-venv-verl, built by .ci/run)")
 tq = pytest.importorskip("transfer_queue")
 
-from tests.verl.fakes import FakeTokenServer, compose_config, cpu_overrides, pil_processor  # noqa: E402
-
-from agents.credit import consensus_credit  # noqa: E402
-from agents.integrations.verl import worker as medvr_worker  # noqa: E402
-from agents.integrations.verl.agent_loop import MedVRAgentLoop  # noqa: E402
+from agents.credit import consensus_credit
+from agents.integrations.verl import worker as medvr_worker
+from agents.integrations.verl.agent_loop import MedVRAgentLoop
+from tests.verl.fakes import FakeTokenServer, compose_config, cpu_overrides, pil_processor
 
 EVR = {"evr.independent": 3, "evr.p_base": 1.0, "evr.gamma": 0.0, "evr.min_delta": -1.0, "entropy.source": "topk"}
 ROW = {"uid": "u0", "index": 0, "extra_info": {"index": 0}, "agent_name": "medvr", "global_steps": 1,
@@ -76,19 +75,20 @@ def hook(tiny_qwen):
 
 
 def _adapter(config, processor):
+    from transformers import AutoConfig
+
     from agents.integrations.verl.session import SessionFactory
     from agents.integrations.verl.settings import settings_from_config
-    from transformers import AutoConfig
 
     return SessionFactory(settings_from_config(config), processor,
                           AutoConfig.from_pretrained(config.actor_rollout_ref.model.path)).adapter
 
 
 def test_the_hook_puts_one_session_per_member_and_finishes(hook):
-    worker, server, fake_tq, kept = hook
+    worker, _, fake_tq, kept = hook
     assert fake_tq.status == [("u0", "running"), ("u0", "finished")]
     assert sorted(fake_tq.fields) == [f"u0_{i}_0" for i in range(6)]
-    for key, put in fake_tq.fields.items():
+    for put in fake_tq.fields.values():
         f = put["fields"]
         n = int(f["responses"].shape[0])
         assert put["tag"]["response_len"] == n and f["response_mask"].shape[0] == n

@@ -14,6 +14,6 @@ CORE = ["medvr_env", "agents", "agents.vlm", "agents.train", "agents.credit", "a
 def test_core_and_verl_free_modules_do_not_import_verl_or_ray():
     code = ("import sys\n" + "".join(f"import {m}\n" for m in CORE)
             + "print(sorted({m.split('.')[0] for m in sys.modules} & {'verl', 'ray', 'transfer_queue', 'vllm'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 AGENT_NAME = "medvr"
 

@@ -17,7 +17,8 @@ Both are clipped to ``[0, 1]`` like the HF path's.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 TOP_LOGPROBS_KEY = "medvr_top_logprobs"
 """``TokenOutput.extra_fields`` key of the per-token top-k log-probs (a list of lists of floats)."""

@@ -27,8 +27,9 @@ Rewards: ``R = w_acc·R_acc + w_format·R_format + w_tool·1[R_acc > 0]·R_tool`
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from agents.train.samples import TrainSample, rollout_to_sample
+from agents.vlm.branching import rolling_max_mean
 from agents.vlm.budget import ImageBudget
 from agents.vlm.conversation import Conversation, TurnOutput
 from agents.vlm.families import FamilyAdapter, adapter_class_for
 from agents.vlm.prompts import ChatRenderer, PromptStyle
 from agents.vlm.sampling import end_of_turn_ids
-from agents.vlm.branching import rolling_max_mean
 from medvr_env.importing import import_object
 
 from .settings import MedVRVerlSettings
@@ -108,7 +109,7 @@ class SessionFactory:
         self.suppressed_ids = self.adapter.suppressed_ids()
         self.bbox_format = self.adapter.bbox_format
         cap = settings.policy.max_tokens_per_image
-        self.budget_kwargs = dict(max_images=None, max_image_tokens=None, max_tokens_per_image=cap)
+        self.budget_kwargs = {"max_images": None, "max_image_tokens": None, "max_tokens_per_image": cap}
 
     # ------------------------------------------------------------------ envs
     def make_env(self) -> Any:

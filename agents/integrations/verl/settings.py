@@ -21,8 +21,9 @@ This module imports neither verl nor torch.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar
 
 from agents.train.config import CCASettings, ConfigError, EVRSettings, RewardSettings, _check_keys
 
@@ -88,7 +89,7 @@ class MedVRVerlSettings:
     entropy: EntropySettings = field(default_factory=EntropySettings)
     seed: int = 0
 
-    SECTIONS = {"env": VerlEnvSettings, "policy": VerlPolicySettings, "evr": EVRSettings, "cca": CCASettings,
+    SECTIONS: ClassVar[dict[str, type]] = {"env": VerlEnvSettings, "policy": VerlPolicySettings, "evr": EVRSettings, "cca": CCASettings,
                 "rewards": RewardSettings, "entropy": EntropySettings}
 
     @classmethod

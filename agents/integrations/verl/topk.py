@@ -10,7 +10,8 @@ them, hence the cut to k. Neither vLLM nor verl is imported here.
 from __future__ import annotations
 
 import math
-from typing import Any, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 
 def top_logprobs_rows(logprobs: Sequence[Mapping[int, Any]] | None, k: int) -> list[list[float]] | None:

@@ -72,7 +72,7 @@ class MedVRAgentLoopWorkerImpl(_WorkerBase):
             await asyncio.gather(*(self._agent_loop_postprocess(out, validate, session_id=i, **kwargs)
                                    for i, out in enumerate(outputs)))
             status = "finished"
-        except Exception:  # noqa: BLE001 - a failed group is reported to TransferQueue, never crashes the run
+        except Exception:
             log.exception("MedVR group for uid=%s failed", uid)
         await tq.async_kv_put(key=uid, partition_id=partition_id, tag={"status": status})
 
