@@ -28,9 +28,9 @@ class Agent(Protocol):
 
 
 AGENTS: dict[str, str] = {
-    "scripted": "agents.scripted:GuidedZoomAgent",
+    "scripted": "agents.scripted:QuadrantSweepAgent",
     "no-zoom": "agents.scripted:NoZoomAgent",
-    "quadrant-sweep": "agents.scripted:QuadrantSweepAgent",
+    "guided": "agents.scripted:GuidedZoomAgent",
     "blob-detector": "agents.scripted:BlobDetectorAgent",
     "oracle": "agents.oracle:OracleAgent",  # reads evaluation-only finding boxes: a reference, never for training
     "random": "agents.scripted:RandomAgent",

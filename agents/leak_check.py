@@ -29,7 +29,8 @@ def global_statistics(image: np.ndarray) -> np.ndarray:
     lap = cv2.Laplacian(gray, cv2.CV_32F)
     feats = [hist, [gray.mean(), gray.std()], np.percentile(gray, [1, 5, 50, 95, 99]), [np.mean(lap * lap) ** 0.5]]
     h, w = gray.shape
-    for part in (gray[: h // 2, : w // 2], gray[: h // 2, w // 2 :], gray[h // 2 :, : w // 2], gray[h // 2 :, w // 2 :]):
+    top, bottom = gray[: h // 2], gray[h // 2 :]
+    for part in (top[:, : w // 2], top[:, w // 2 :], bottom[:, : w // 2], bottom[:, w // 2 :]):
         feats.append([part.mean(), part.std(), *np.percentile(part, [1, 99])])
     for part in (gray[:, : w // 2], gray[:, w // 2 :]):
         feats.append(np.percentile(part, [0.5, 99.5]))
@@ -87,7 +88,8 @@ def leak_check(x_train: np.ndarray, train_samples: list, x_test: np.ndarray, tes
         predicted = ridge_predict(x_train[tr], labels, x_test[te], ridge)
         majority = max(set(labels), key=labels.count)
         prior = max(float(np.mean([t == majority for t in truth])), 1.0 / len(answer_sets[qtype]))
-        out.append(LeakResult(qtype, len(tr), len(te), float(np.mean([p == t for p, t in zip(predicted, truth)])), prior))
+        accuracy = float(np.mean([p == t for p, t in zip(predicted, truth)]))
+        out.append(LeakResult(qtype, len(tr), len(te), accuracy, prior))
     return out
 
 

@@ -4,9 +4,10 @@ Looking agents read views with the patch reader (:mod:`agents.patch_reader`: a s
 finding kinds from background spots at the magnification each view shows; trained on the procedural
 train split, built into the cache on first use) and answer with its kind-aware rules:
 
-- :class:`GuidedZoomAgent` (``scripted``): reads the first view, then zooms 4x on the spots most
-  likely to be the asked kind (up to 5 zooms), and answers from the most magnified reading of each spot;
-- :class:`QuadrantSweepAgent` (``quadrant-sweep``): zooms 2x on the four quadrants, then answers;
+- :class:`QuadrantSweepAgent` (``scripted``): reads the first view, zooms 2x on the four quadrants (the
+  likeliest first), and answers from the most magnified reading of each spot;
+- :class:`GuidedZoomAgent` (``guided``): reads the first view, then zooms 4x on the spots most likely to
+  be the asked kind (up to 5 zooms): *where* chosen from the first view, no oracle;
 - :class:`RandomZoomAgent` (``random-zooms``): the same number of 4x zooms at random places (what
   *where* is measured against);
 - :class:`NoZoomAgent` (``no-zoom``): the same reader and rules on the first view only (what looking
@@ -31,7 +32,6 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 
 from medvr_env import MedVRVQAEnv
@@ -340,7 +340,7 @@ class GuidedZoomAgent(PatchReaderAgent):
     goes to the best spot not already inside an earlier zoom box.
     """
 
-    name: str = "scripted"
+    name: str = "guided"
 
     def plan(self, obs: dict[str, Any], budget: int) -> tuple[list[tuple[float, float, float, float]], float]:
         kind = asked_kind(obs["question"]) or "nodule"
@@ -359,16 +359,22 @@ class GuidedZoomAgent(PatchReaderAgent):
 
 @dataclass
 class QuadrantSweepAgent(PatchReaderAgent):
-    """Zooms 2x on each quadrant (a fixed sweep that covers the whole image), then answers."""
+    """The default scripted agent: zooms 2x on each quadrant (a sweep that covers the whole image), the
+    quadrant holding the first view's likeliest spot of the asked kind first, then answers."""
 
     max_zooms: int = 4
     zoom_fraction: float = 0.5
-    name: str = "quadrant-sweep"
+    name: str = "scripted"
 
     def plan(self, obs: dict[str, Any], budget: int) -> tuple[list[tuple[float, float, float, float]], float]:
-        side = self.zoom_fraction
-        centres = [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)]
-        return [box_around(x, y, side) for x, y in centres][:budget], 1.0
+        kind = asked_kind(obs["question"]) or "nodule"
+        scores = np.full(4, 1e-3)
+        for r in self._findings.readings:
+            q = (r.y >= 0.5) * 2 + (r.x >= 0.5)
+            scores[q] = max(scores[q], r.p(kind) + 0.5 * r.finding)
+        order = np.argsort(-scores, kind="stable")[:budget]
+        centres = [(0.25 + 0.5 * (q % 2), 0.25 + 0.5 * (q // 2)) for q in order]
+        return [box_around(x, y, self.zoom_fraction) for x, y in centres], normalised_entropy(scores[order])
 
 
 @dataclass

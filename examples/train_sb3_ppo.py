@@ -325,7 +325,8 @@ if __name__ == "__main__":
         lines.append(f"| {name} | {t['accuracy']:.3f} | {t['zoom_rate']:.2f} | {t['mean_zooms']:.2f} "
                      f"| {t['mean_steps']:.2f} | {100 * d:+.1f} ± {100 * h:.1f} |")
     lines.append(f"| no-zoom scripted agent | {no_zoom.accuracy:.3f} | 0.00 | 0.00 | {no_zoom.mean_steps:.2f} | - |")
-    lines.append(f"| patch reader, policy's first view | {baselines['reader_first_view']:.3f} | 0.00 | 0.00 | 1.00 | - |")
+    lines.append(f"| patch reader, policy's first view | {baselines['reader_first_view']:.3f} "
+                 "| 0.00 | 0.00 | 1.00 | - |")
     lines.append(f"| chance | {baselines['chance']:.3f} | - | - | - | - |")
     print("\n" + "\n".join(lines))
     print(f"\nresults: {out / 'results.json'}\nplot:    {out / 'learning_curve.png'}\n"

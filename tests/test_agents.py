@@ -74,7 +74,7 @@ def test_scripted_agent_speaks_every_bbox_format():
         summary = run_episodes(env, make_agent("scripted"), 2, seed=3, progress=False, on_episode=episodes.append)
         assert summary.invalid_action_rate == 0.0
         boxes = {fmt: [v.box for v in episodes[0].views[1:]]}
-        side = episodes[0].image_size[0] * 0.25  # the scripted agent zooms 4x
+        side = episodes[0].image_size[0] * 0.5
         assert all(abs(b.width - side) <= 2 for b in boxes[fmt]), boxes
 
 

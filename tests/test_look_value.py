@@ -31,8 +31,8 @@ def test_the_check_finds_a_planted_leak(features):
     x_train, train, x_test, test = features
     code = {a: i for i, a in enumerate(sorted({a for answers in ANSWER_SETS.values() for a in answers}))}
     rng = np.random.default_rng(0)
-    leak = lambda samples: np.array([[code[s.answer] + rng.normal(0, 0.05)] for s in samples])  # noqa: E731
-    one_hot = lambda samples: np.array([[float(code[s.answer] == k) for k in range(len(code))] for s in samples])  # noqa: E731
+    leak = lambda samples: np.array([[code[s.answer] + rng.normal(0, 0.05)] for s in samples])
+    one_hot = lambda samples: np.array([[float(code[s.answer] == k) for k in range(len(code))] for s in samples])
     results = leak_check(np.hstack([x_train, one_hot(train), leak(train)]), train,
                          np.hstack([x_test, one_hot(test), leak(test)]), test, ANSWER_SETS)
     accuracy, prior, _ = pooled(results)

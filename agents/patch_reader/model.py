@@ -119,7 +119,8 @@ class PatchReader:
         """Load a reader written by :meth:`save`; errors name the file and what is wrong."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no patch reader at {path}; build one with `medvr train-patch-reader --out {path}`")
+            raise FileNotFoundError(
+                f"no patch reader at {path}; build one with `medvr train-patch-reader --out {path}`")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:

@@ -27,7 +27,14 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from .candidates import (
-    CANDIDATES_PER_POLARITY, CLASSES, KIND_CLASSES, ViewGeometry, blob_area, cut_patches, find_candidates, to_gray,
+    CANDIDATES_PER_POLARITY,
+    CLASSES,
+    KIND_CLASSES,
+    ViewGeometry,
+    blob_area,
+    cut_patches,
+    find_candidates,
+    to_gray,
 )
 
 QUADRANTS = ("upper left", "upper right", "lower left", "lower right")
@@ -261,5 +268,13 @@ def _mean(values: list[float], default: float) -> float:
     return float(np.mean(values)) if values else default
 
 
-__all__ = ["Findings", "KIND_CLASSES", "MERGE_DISTANCE", "Reading", "asked_kind", "normalised_entropy", "question_kind",
-           "read_view"]
+__all__ = [
+    "KIND_CLASSES",
+    "MERGE_DISTANCE",
+    "Findings",
+    "Reading",
+    "asked_kind",
+    "normalised_entropy",
+    "question_kind",
+    "read_view",
+]

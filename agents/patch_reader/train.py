@@ -32,7 +32,7 @@ from medvr_env import imaging
 from medvr_env.boxes import Box
 from medvr_env.data.procedural import ProceduralDataset
 
-from .candidates import CLASSES, FINDING_FRACTION, ViewGeometry, cut_patches, find_candidates, to_gray
+from .candidates import CLASSES, ViewGeometry, cut_patches, find_candidates, to_gray
 from .model import PatchReader, PatchReaderConfig
 
 ZOOMS = {"first": 1.0, "2x": 0.5, "4x": 0.25, "8x": 0.125}  # view side, fraction of the image side
@@ -168,7 +168,8 @@ def fit(reader: PatchReader, data: PatchSet, epochs: int = 6, batch_size: int = 
     y_all = torch.from_numpy(data.labels)
     s_all = torch.from_numpy(data.scales)
     counts = np.bincount(data.labels, minlength=len(CLASSES)).astype(np.float64)
-    weights = torch.tensor(np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** 0.5, 0.0), dtype=torch.float32)
+    balance = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** 0.5, 0.0)  # inverse sqrt frequency
+    weights = torch.tensor(balance, dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weights / weights[weights > 0].mean())
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * math.ceil(len(data) / batch_size)
@@ -254,7 +255,7 @@ def format_report(report: dict[str, Any]) -> str:
     """The test-split measurements as a Markdown table."""
     lines = ["| view | findings | kind accuracy | recall | background spots | false-positive rate |",
              "|---|---|---|---|---|---|"]
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
     for name, m in report.get("test", {}).items():
         lines.append(f"| {name} | {m['findings']} | {fmt(m['kind_accuracy'])} | {fmt(m['recall'])} "
                      f"| {m['background_spots']} | {fmt(m['false_positive_rate'])} |")
