@@ -309,6 +309,11 @@ def test_estimator_reads_the_view_the_policy_sees():
     assert set(dist) and sum(dist.values()) == pytest.approx(1.0)
     found = estimator.findings(episode)
     assert found.views[0].width == 128 and found.views[0].box == (0.0, 0.0, 1.0, 1.0)
-    assert estimator.findings(episode) is found  # cached per view
+    assert estimator.view_findings(episode, 0) is estimator.view_findings(episode, 0)  # cached per view
+    assert len(found.views) == 1
+    obs, *_ = env.step(np.array([1, 5, 0]))  # a zoom into grid cell 5: the estimator now reads both views
+    both = estimator.findings(env.unwrapped.episode)
+    assert len(both.views) == 2 and both.views[1].pixels_per_fraction > 3 * both.views[0].pixels_per_fraction
+    assert obs["reader_answer"].sum() == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="resolution"):
         PatchReaderEstimator(resolution=8)

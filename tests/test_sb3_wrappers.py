@@ -76,7 +76,9 @@ def test_registered_spaces_match_the_documented_ones():
     assert md.observation_space == d.observation_space
     space = md.observation_space
     assert sorted(space.spaces) == sorted(
-        ["image", "question", "options", "entropy", "entropy_mask", "view_box", "step", "view_entropy"])
+        ["image", "question", "options", "entropy", "entropy_mask", "view_box", "step", "view_entropy",
+         "reader_answer"])
+    assert space["reader_answer"].shape == (len(ANSWERS),)
     assert space["image"].shape == (128, 128, 3) and space["image"].dtype == np.uint8
     assert space["question"] == gym.spaces.MultiDiscrete([130] * 16)
     assert space["view_entropy"].shape == (2,)
@@ -123,6 +125,28 @@ def test_view_entropy_reads_the_estimator_on_the_current_view():
     assert obs["entropy_mask"].sum() == 0  # the window only fills as steps are taken
     obs, *_ = env.step(np.array([1, 0, 0]))
     assert obs["entropy_mask"][-1] == 1 and obs["entropy"][-1] == pytest.approx(0.25)
+
+
+class FixedReader:
+    """An estimator that also reports an answer distribution (as the patch-reader estimator does)."""
+
+    def estimate(self, episode):
+        return 0.5
+
+    def distribution(self, episode):
+        return {"Left": 0.7, "right": 0.3, "not an answer": 1.0}
+
+
+def test_reader_answer_puts_the_estimators_distribution_on_the_answer_list():
+    assert not _make().reset(seed=0)[0]["reader_answer"].any()  # no estimator: zeros
+    env = _make(uncertainty_estimator=FixedReader())
+    obs, _ = env.reset(seed=0)
+    assert obs["reader_answer"] in env.observation_space["reader_answer"]
+    probs = dict(zip(ANSWERS, obs["reader_answer"].tolist()))
+    assert probs["left"] == pytest.approx(0.7) and probs["right"] == pytest.approx(0.3)  # matched normalised
+    assert sum(v for k, v in probs.items() if k not in ("left", "right")) == 0.0
+    plain = SB3Observation(MedVRVQAEnv(dataset_kwargs={"num_samples": 4}, obs_size=36))
+    assert "reader_answer" not in plain.observation_space.spaces  # off unless asked for
 
 
 # ------------------------------------------------------------------ actions

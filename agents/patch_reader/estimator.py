@@ -3,7 +3,10 @@
 It reads the view the policy sees, at the size it sees it (``resolution``: the env's ``obs_size``), so
 the reader works at the magnification the view shows: a finding is a 1-2 px dot on a 128 px first view
 and a 4-6 px shape after a 4x grid zoom. The entropy is the normalised entropy of
-:meth:`~agents.patch_reader.reading.Findings.distribution` over the answers that fit the question.
+:meth:`~agents.patch_reader.reading.Findings.distribution` over the answers that fit the question:
+with ``accumulate=True`` (default) over every view the episode has shown so far, combined as the
+scripted agents combine them (a spot is judged by the most magnified view that holds it), so the
+entropy falls when a zoom lands on what the question asks about; else over the current view only.
 
 Through ``gym.make`` kwargs (an import path, built with no arguments: the cached default reader at 128 px)::
 
@@ -28,9 +31,11 @@ class PatchReaderEstimator:
         reader: A patch-reader checkpoint path, a loaded reader, or ``None`` for the cached default.
         resolution: The side the view is read at; use the env's ``obs_size``.
         cache_size: Views whose readings are kept (keyed by image, box and filters).
+        accumulate: Read every view of the episode so far (default), not only the current one.
     """
 
-    def __init__(self, reader: Any = None, resolution: int = 128, cache_size: int = 4096) -> None:
+    def __init__(self, reader: Any = None, resolution: int = 128, cache_size: int = 16384,
+                 accumulate: bool = True) -> None:
         if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 32:
             raise ValueError(f"resolution must be an integer >= 32, got {resolution!r}")
         if not hasattr(reader, "classify"):
@@ -40,11 +45,23 @@ class PatchReaderEstimator:
         self.reader = reader
         self.resolution = resolution
         self.cache_size = cache_size
+        self.accumulate = bool(accumulate)
         self._readings: OrderedDict[tuple, Findings] = OrderedDict()
 
     def findings(self, episode: Episode) -> Findings:
-        """The readings of the current view (cached)."""
-        view = episode.view
+        """The readings of every view so far (``accumulate``), else of the current view."""
+        if not self.accumulate:
+            return self.view_findings(episode, episode.current_view)
+        combined = Findings()
+        for index in range(len(episode.views)):
+            found = self.view_findings(episode, index)
+            combined.views.extend(found.views)
+            combined.readings.extend(found.readings)
+        return combined
+
+    def view_findings(self, episode: Episode, index: int) -> Findings:
+        """The readings of view ``index`` (cached)."""
+        view = episode.views[index]
         key = (episode.sample.image_key, tuple(view.box.as_list()), repr([f.describe() for f in view.filters]))
         found = self._readings.get(key)
         if found is not None:
@@ -52,7 +69,7 @@ class PatchReaderEstimator:
             return found
         w, h = episode.image_size
         box = [view.box.x1 / w, view.box.y1 / h, view.box.x2 / w, view.box.y2 / h]
-        pixels = episode.render_view(episode.current_view, (self.resolution, self.resolution))
+        pixels = episode.render_view(index, (self.resolution, self.resolution))
         found = Findings()
         found.add_view(self.reader, pixels, box)
         if self.cache_size:
@@ -71,10 +88,11 @@ class PatchReaderEstimator:
         return normalised_entropy(self.distribution(episode))
 
     def __getstate__(self) -> dict[str, Any]:  # workers reload the reader; caches stay behind
-        return {"reader": self.reader, "resolution": self.resolution, "cache_size": self.cache_size}
+        return {"reader": self.reader, "resolution": self.resolution, "cache_size": self.cache_size,
+                "accumulate": self.accumulate}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["reader"], state["resolution"], state["cache_size"])
+        self.__init__(state["reader"], state["resolution"], state["cache_size"], state.get("accumulate", True))
 
 
 __all__ = ["PatchReaderEstimator"]

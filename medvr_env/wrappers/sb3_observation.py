@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import RecordConstructorArgs
 
+from ..grading import normalize_answer
 from .tokens import DEFAULT_OOV_BUCKETS, DEFAULT_VOCABULARY, Tokenizer
 
 ENCODINGS = ("ids", "none")
@@ -35,6 +36,12 @@ class SB3Observation(gym.ObservationWrapper, RecordConstructorArgs):
       estimator on the view the policy sees *now* (``[0, 0]`` when it gives none),
       when ``view_entropy=True``. The ``entropy`` window records the value each step
       was taken under, so it lags one view behind; this key does not.
+    - ``reader_answer``: ``Box(0, 1, (A,))``, the estimator's answer distribution over the
+      ``A`` answer texts of the SB3 action wrappers
+      (:func:`~medvr_env.wrappers.sb3_actions.answer_vocabulary`), when ``reader_answer=True``
+      and the estimator has a ``distribution(episode) -> {answer: p}`` method (zeros otherwise).
+      A policy can then learn where to look and when to trust what the reader read there,
+      instead of learning to read findings from the reward alone.
 
     ``feedback`` (free text) is dropped; errors still show in ``info["error"]``.
 
@@ -43,7 +50,7 @@ class SB3Observation(gym.ObservationWrapper, RecordConstructorArgs):
     ``question_encoding`` (``"ids"`` | ``"none"``), ``max_question_tokens`` (16),
     ``max_option_tokens`` (16), ``vocabulary`` (default
     :data:`~medvr_env.wrappers.tokens.DEFAULT_VOCABULARY`), ``oov_buckets`` (32),
-    ``view_entropy`` (True).
+    ``view_entropy`` (True), ``reader_answer`` (False).
     """
 
     def __init__(
@@ -55,11 +62,12 @@ class SB3Observation(gym.ObservationWrapper, RecordConstructorArgs):
         vocabulary: Sequence[str] | None = None,
         oov_buckets: int = DEFAULT_OOV_BUCKETS,
         view_entropy: bool = True,
+        reader_answer: bool = False,
     ) -> None:
         RecordConstructorArgs.__init__(
             self, question_encoding=question_encoding, max_question_tokens=max_question_tokens,
             max_option_tokens=max_option_tokens, vocabulary=list(vocabulary) if vocabulary is not None else None,
-            oov_buckets=oov_buckets, view_entropy=view_entropy,
+            oov_buckets=oov_buckets, view_entropy=view_entropy, reader_answer=reader_answer,
         )
         gym.ObservationWrapper.__init__(self, env)
         if question_encoding not in ENCODINGS:
@@ -81,6 +89,12 @@ class SB3Observation(gym.ObservationWrapper, RecordConstructorArgs):
                 out["options"] = spaces.MultiDiscrete([self.option_tokenizer.num_ids] * max_option_tokens)
         if self.view_entropy:
             out["view_entropy"] = spaces.Box(0.0, 1.0, (2,), np.float32)
+        self.answers: tuple[str, ...] = ()
+        if reader_answer:
+            from .sb3_actions import answer_vocabulary
+
+            self.answers = answer_vocabulary(env.unwrapped.dataset)
+            out["reader_answer"] = spaces.Box(0.0, 1.0, (len(self.answers),), np.float32)
         self.observation_space = spaces.Dict(out)
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +105,21 @@ class SB3Observation(gym.ObservationWrapper, RecordConstructorArgs):
                 out["options"] = self.option_tokenizer.encode(observation["options"])
         if self.view_entropy:
             out["view_entropy"] = self._view_entropy()
+        if self.answers:
+            out["reader_answer"] = self._reader_answer()
         return out
+
+    def _reader_answer(self) -> np.ndarray:
+        base = self.env.unwrapped
+        probs = np.zeros(len(self.answers), dtype=np.float32)
+        read = getattr(base.estimator, "distribution", None)
+        if read is None:
+            return probs
+        dist = {normalize_answer(str(k)): float(v) for k, v in read(base.episode).items()}
+        for i, answer in enumerate(self.answers):
+            value = dist.get(normalize_answer(answer), 0.0)
+            probs[i] = min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
+        return probs
 
     def _view_entropy(self) -> np.ndarray:
         base = self.env.unwrapped
