@@ -2,7 +2,8 @@
 """Does ``medvr run`` hold its memory flat over 10,000 episodes?
 
 One process, one :func:`agents.runner.run_episodes` call, as ``medvr run`` makes it: the
-scripted agent on ``MedVR-VQA-v0`` (procedural, 1,000 samples, 1024 px images), every
+``blob-detector`` agent (the weightless contrast search that was ``scripted`` before the
+patch reader; ``--agent scripted`` works too once its reader is built) on ``MedVR-VQA-v0`` (procedural, 1,000 samples, 1024 px images), every
 episode written to a trajectory file. Memory is read from ``/proc/self/status`` after
 episode 100 (warm: caches filled, imports done) and at each checkpoint: the resident set
 (RSS) and its anonymous part (heap and arrays: what a leak grows; RSS also counts pages
@@ -99,7 +100,7 @@ def retaining(env_id: str, agent_name: str, episodes: int, out: Path) -> tuple[f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="MedVR-VQA-v0")
-    parser.add_argument("--agent", default="scripted")
+    parser.add_argument("--agent", default="blob-detector")
     parser.add_argument("--episodes", type=int, default=10_000)
     parser.add_argument("--checkpoints", default="1000,3000,10000", help="comma-separated episode counts")
     parser.add_argument("--retain", type=int, default=300, help="episodes of the retaining contrast run (0: skip)")
