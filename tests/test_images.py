@@ -193,3 +193,13 @@ def test_gray_saved_as_rgb_is_cached_as_one_channel_and_resizes_like_rgb(tmp_pat
         box = Box(10, 20, 150, 110)
         assert np.array_equal(imaging.resize(imaging.region(out, box), size),
                               imaging.resize(imaging.region(dense, box), size))
+
+
+def test_decode_errors_do_not_name_memory_addresses():
+    """PIL names its in-memory file by address; the message must be the same in every run (failed-sample reasons)."""
+    from medvr_env.data.images import ImageDecodeError
+
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_image(b"not an image" * 8, name="x.png")
+    assert "0x" not in str(caught.value) and "object at" not in str(caught.value)
+    assert str(caught.value).startswith("cannot decode image x.png: ")

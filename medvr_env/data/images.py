@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import threading
 import warnings
@@ -37,6 +38,7 @@ DEFAULT_MAX_PIXELS = 64_000_000
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
 DICOM_PREAMBLE = 128
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 class ImageDecodeError(ValueError):
@@ -140,7 +142,8 @@ def decode_image(source: str | os.PathLike[str] | bytes, *, name: str | None = N
     except ImageDecodeError:
         raise
     except Exception as exc:  # PIL and pydicom raise many types for damaged files
-        raise ImageDecodeError(f"cannot decode image {label}: {type(exc).__name__}: {exc}") from exc
+        reason = _OBJECT_REPR.sub("", str(exc))  # PIL names its BytesIO by address: not stable across runs
+        raise ImageDecodeError(f"cannot decode image {label}: {type(exc).__name__}: {reason}") from exc
 
 
 def _as_rgb(pixels: np.ndarray) -> np.ndarray:
