@@ -95,8 +95,10 @@ class FakeTokenServer:
     Every call checks that the prompt's image placeholders equal what the images passed with it expand to.
     """
 
-    def __init__(self, tokenizer: Any, adapter: Any, top_k: int | None = None, correct_below: int = 30) -> None:
+    def __init__(self, tokenizer: Any, adapter: Any, top_k: int | None = None, correct_below: int = 30,
+                 fixed_box: list[int] | None = None) -> None:
         self.tokenizer, self.adapter, self.top_k, self.correct_below = tokenizer, adapter, top_k, correct_below
+        self.fixed_box = fixed_box  # every zoom writes this box (branches then repeat their parents)
         self.calls: list[dict[str, Any]] = []
         self.eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
 
@@ -113,6 +115,7 @@ class FakeTokenServer:
         if "<tool_response>" not in text or tail:
             x1, y1 = (int(v) for v in rng.integers(0, 50, size=2))
             box = [x1, y1, x1 + int(rng.integers(10, 30)), y1 + int(rng.integers(10, 30))]
+            box = list(self.fixed_box) if self.fixed_box else box
             full = HEAD + ", ".join(map(str, box)) + "]}}</tool_call>"
             assert full.startswith(tail), f"a forced prefix that is not the protocol's: {tail!r}"
             reply = full[len(tail):]
@@ -121,6 +124,7 @@ class FakeTokenServer:
             answer = SAMPLES[0].answer if x1 < self.correct_below else "no"
             reply = f"<think>Seen it.</think>\n<answer>{answer}</answer>"
         ids = self.tokenizer(reply, add_special_tokens=False).input_ids + [self.eos]
+        ids = ids[: sampling_params.get("max_tokens", len(ids))]  # as vLLM: at most max_tokens
         pieces = [self.tokenizer.decode([t]) for t in ids]
         logprobs = [-1.5 if p.strip().isdigit() else -0.1 for p in pieces]
         extra: dict[str, Any] = {}

@@ -75,6 +75,8 @@ def test_the_manager_and_worker_resolve_as_verl_loads_them(config):
     assert manager.__name__ == "MedVRAgentLoopManager"
     assert isinstance(MedVRAgentLoopWorker, ray.actor.ActorClass)
     assert issubclass(MedVRAgentLoopWorkerImpl, AgentLoopWorkerTQ.__ray_metadata__.modified_class)
+    # AgentLoopManagerTQ.__init__ sets its own worker class; ours must win (verl then starts these actors)
+    assert manager(config, llm_client=None).agent_loop_workers_class is MedVRAgentLoopWorker
 
 
 def test_the_launcher_registers_the_topk_replica_in_the_trainer_process(config):

@@ -156,3 +156,35 @@ def test_validation_groups_do_not_branch(tiny_qwen):
 
     outputs, result = asyncio.run(go())
     assert len(outputs) == 4 and not result.branches and all(m.parent is None for m in result.members)
+
+
+def test_a_branch_that_repeats_its_parent_is_discarded_and_its_slot_refilled(tiny_qwen):
+    from tests.verl.test_verl_agent_loop import make_loop
+
+    async def go():
+        loop = await make_loop(tiny_qwen, lambda lp: FakeTokenServer(lp.tokenizer, lp.factory.adapter,
+                                                                     fixed_box=[5, 5, 30, 30]), **EVR)
+        return await loop.run_group({"temperature": 1.0}, 6, uid="d", extra_info={"index": 0})
+
+    outputs, result = asyncio.run(go())
+    assert len(outputs) == 6 and all(m.parent is None for m in result.members)
+    assert result.stats["branches"] == 3 and result.stats["discarded_duplicates"] == 3
+    assert result.stats["fresh_fills"] == 3 and not any(b.kept for b in result.branches)
+    assert all(not m.discarded and m.conv.stop_reason != "duplicate" for m in result.members)
+
+
+def test_a_trajectory_stops_when_the_response_budget_is_spent(tiny_qwen):
+    from tests.verl.test_verl_agent_loop import make_loop
+
+    async def go():
+        loop = await make_loop(tiny_qwen, lambda lp: FakeTokenServer(lp.tokenizer, lp.factory.adapter))
+        session = loop.factory.start({"options": {"index": 0}}, 0, "b")
+        first = await loop.server_manager.generate("probe", prompt_ids=session.conv.ids, sampling_params={},
+                                                   image_data=session.images())
+        budget = len(first.token_ids) + 1  # room for the zoom turn, none after its tool result
+        await session.run(loop.generator({"temperature": 1.0}), budget)
+        return session
+
+    session = asyncio.run(go())
+    assert session.conv.stop_reason == "response_length" and len(session.conv.turns) == 1
+    assert session.to_sample().fields["answered"] is False
