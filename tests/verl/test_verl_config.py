@@ -92,3 +92,26 @@ def test_the_launcher_registers_the_topk_replica_in_the_trainer_process(config):
     finally:
         RolloutReplicaRegistry._registry["vllm"] = before
     assert issubclass(launcher.MedVRTaskRunnerImpl, launcher.TaskRunnerV1.__ray_metadata__.modified_class)
+
+
+def _launcher(*args: str):
+    import subprocess
+    import sys
+
+    from tests.verl.fakes import CONFIG_DIR
+
+    cmd = [sys.executable, "-m", "agents.integrations.verl.main", "--config-path", str(CONFIG_DIR),
+           "--config-name", "medvr_qwen25vl_7b", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_the_launcher_composes_the_example_from_the_command_line():
+    out = _launcher("--cfg", "job", "medvr.evr.gamma=0.3", "actor_rollout_ref.rollout.n=8")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "gamma: 0.3" in out.stdout and "agent_loop_manager_class: agents.integrations.verl.worker" in out.stdout
+
+
+def test_the_launcher_refuses_a_bad_medvr_key_before_starting_ray():
+    out = _launcher("+medvr.evr.gama=0.3")
+    assert out.returncode != 0
+    assert "unknown key 'gama'; did you mean 'gamma'?" in out.stderr and "ray init" not in out.stdout
