@@ -51,12 +51,13 @@ def test_an_episode_with_a_zoom_returns_the_right_masks(episode):
     assert out.prompt_ids == server.calls[0]["prompt_ids"]
     second_prompt = server.calls[1]["prompt_ids"]
     assert out.prompt_ids + out.response_ids[: len(second_prompt) - len(out.prompt_ids)] == second_prompt
-    env_part = [m for m in out.response_mask[len(server.calls[0]["ids"]):len(second_prompt) - len(out.prompt_ids)]]
-    assert env_part and not any(env_part)
+    env_part = out.response_mask[len(server.calls[0]["ids"]):len(second_prompt) - len(out.prompt_ids)]
+    assert env_part and not any(env_part)  # the tool result and the crop's placeholders, inserted by the env
     assert out.response_mask[0] == 1 and out.response_mask[-1] == 1
     assert len(out.response_ids) == len(out.response_mask) == len(out.response_logprobs)
     # log-probs: the server's on generated tokens, 0 on env tokens
     lps = [lp for lp, m in zip(out.response_logprobs, out.response_mask) if m]
+    assert len(lps) == len(generated)
     assert all(math.isclose(a, b) for a, b in zip(lps, [-1.5 if loop.tokenizer.decode([t]).strip().isdigit()
                                                          else -0.1 for t in generated]))
     assert all(lp == 0.0 for lp, m in zip(out.response_logprobs, out.response_mask) if not m)
