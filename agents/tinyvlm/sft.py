@@ -1,6 +1,7 @@
 """``medvr sft``: supervised warm start of the tiny VLM on VQA-RAD train and the procedural train split.
 
     medvr sft --bundled                         # build the bundled agent from scratch into $MEDVR_CACHE/tinyvlm
+                                                # (two phases: BUNDLED_PHASES)
     medvr sft --out runs/sft --boxes random     # no grounding taught (zoom boxes drawn at random)
     medvr sft --out runs/sft --resume           # continue from runs/sft/checkpoint
 
@@ -26,7 +27,7 @@ import random
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -361,12 +362,39 @@ def _load_or_render(out: Path, model: Any, processor: Any, cfg: SFTConfig,
     return examples, store
 
 
+# ---------------------------------------------------------------------------------------------- bundled recipe
+# The bundled agent: a new model trained in two phases. Large batches first (64 examples: the system prompt and each
+# image are shared most, so an epoch is cheapest) teach the format and the answer prior; then small batches (16:
+# four times the updates per epoch) make the model condition on the question and the image.
+BUNDLED_PHASES: tuple[dict[str, float], ...] = (
+    {"epochs": 2.0, "batch_size": 64, "lr": 2e-3},
+    {"epochs": 1.5, "batch_size": 16, "lr": 1e-3},
+)
+
+
+def build_bundled(out_dir: str | os.PathLike, cfg: SFTConfig, *, resume: bool = False,
+                  progress: bool = True) -> Path:
+    """Both phases of :data:`BUNDLED_PHASES` into ``out_dir`` (phase 1 in ``out_dir/phase1``); returns the model."""
+    import shutil
+
+    out = Path(out_dir)
+    first = out / "phase1"
+    if not (first / "model" / "config.json").is_file():
+        train(first, replace(cfg, **BUNDLED_PHASES[0]), size="bundled",
+              resume=resume and (first / "checkpoint").is_dir(), progress=progress)
+    if not (out / "data.pt").is_file() and (first / "data.pt").is_file():
+        shutil.copy2(first / "data.pt", out / "data.pt")  # same episodes, same tokenizer: no re-rendering
+    return train(out, replace(cfg, **BUNDLED_PHASES[1]), init=str(first / "model"),
+                 resume=resume and (out / "checkpoint").is_dir(), progress=progress)
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medvr sft", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundled", action="store_true",
-                   help="build the bundled agent from scratch into $MEDVR_CACHE/tinyvlm (default ~/.cache/medvr); "
+                   help="build the bundled agent from scratch into $MEDVR_CACHE/tinyvlm (default ~/.cache/medvr) with "
+                        "its two-phase recipe (--epochs/--batch-size/--lr are the recipe's); "
                         "`medvr run --agent tiny` uses it")
     p.add_argument("--out", default=None, help="output folder (default: runs/sft_<time>, or the cache with --bundled)")
     p.add_argument("--init", default=None, help="start from this checkpoint instead of a new model")
@@ -406,8 +434,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from medvr_env.data.files import DatasetNotFoundError
 
     try:
-        final = train(out, cfg, init=args.init, size="bundled" if args.bundled else args.size, resume=args.resume,
-                      progress=not args.no_progress)
+        if args.bundled:
+            final = build_bundled(out, cfg, resume=args.resume, progress=not args.no_progress)
+        else:
+            final = train(out, cfg, init=args.init, size=args.size, resume=args.resume,
+                          progress=not args.no_progress)
     except (DatasetNotFoundError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -417,4 +448,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["SFTConfig", "batch_loss", "build_parser", "main", "make_batches", "render_dataset", "train"]
+__all__ = ["BUNDLED_PHASES", "SFTConfig", "batch_loss", "build_bundled", "build_parser", "main", "make_batches", "render_dataset", "train"]
