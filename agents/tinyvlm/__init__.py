@@ -12,7 +12,7 @@ family adapter with :mod:`agents.vlm.families`, so a saved checkpoint loads with
 
 from __future__ import annotations
 
-from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor)
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor
 
 from .configuration import MODEL_TYPE, MedVRTinyConfig
 from .modeling import MedVRTinyForConditionalGeneration
@@ -26,17 +26,17 @@ except (ImportError, TypeError):  # transformers < 5.11 (verl's pin): no such ke
     pass
 AutoProcessor.register(MedVRTinyConfig, MedVRTinyProcessor, exist_ok=True)
 
-from .family import MedVRTinyAdapter  # noqa: E402  (needs agents.vlm.families; registers the adapter)
-from .build import SIZES, build_model, bundled_path  # noqa: E402
+from .build import SIZES, build_model, bundled_path
+from .family import MedVRTinyAdapter
 
 __all__ = [
     "MODEL_TYPE",
+    "SIZES",
     "MedVRTinyAdapter",
     "MedVRTinyConfig",
     "MedVRTinyForConditionalGeneration",
     "MedVRTinyImageProcessor",
     "MedVRTinyProcessor",
-    "SIZES",
     "build_model",
     "bundled_path",
 ]

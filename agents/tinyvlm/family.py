@@ -8,8 +8,6 @@ coordinate; it is also the convention of Qwen2-VL and Qwen3-VL.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from PIL import Image
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
 try:
     from transformers.modeling_utils import slice_logits_to_keep
 except ImportError:  # transformers < 5.11 (verl 0.9.1 pins below it): the int / index-tensor cases it covers
@@ -133,7 +134,7 @@ class MedVRTinyForConditionalGeneration(MedVRTinyPreTrainedModel, GenerationMixi
         self.post_init()
 
     @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> "MedVRTinyForConditionalGeneration":
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> MedVRTinyForConditionalGeneration:
         """As usual; the encoder stays frozen unless the config says otherwise (loading re-creates parameters)."""
         model = super().from_pretrained(*args, **kwargs)
         model.set_vision_trainable(not model.config.freeze_vision)
@@ -165,7 +166,7 @@ class MedVRTinyForConditionalGeneration(MedVRTinyPreTrainedModel, GenerationMixi
             p.requires_grad_(trainable)
         self.vision.eval()
 
-    def train(self, mode: bool = True) -> "MedVRTinyForConditionalGeneration":
+    def train(self, mode: bool = True) -> MedVRTinyForConditionalGeneration:
         super().train(mode)
         self.vision.eval()  # batch-norm statistics stay the ImageNet ones
         return self

@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from transformers import BatchFeature, ProcessorMixin
 from transformers.image_processing_backends import PilBackend
@@ -91,4 +92,4 @@ def _flatten(images: Any) -> list[Any]:
     return [images]
 
 
-__all__ = ["CHAT_TEMPLATE", "IMAGE_TOKEN", "MedVRTinyImageProcessor", "MedVRTinyProcessor", "SPECIAL_TOKENS"]
+__all__ = ["CHAT_TEMPLATE", "IMAGE_TOKEN", "SPECIAL_TOKENS", "MedVRTinyImageProcessor", "MedVRTinyProcessor"]

@@ -19,7 +19,6 @@ Writes ``OUT/checkpoint`` (model, processor and trainer state, replaced atomical
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -27,9 +26,10 @@ import random
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -20,24 +20,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from medvr_env import MedVRVQAEnv
-from medvr_env.boxes import Box, box_to_agent
-from medvr_env.protocol import render_tool_call
-from medvr_env.tools import DEFAULT_TOOLS
-
 from agents.vlm.budget import ImageBudget
 from agents.vlm.conversation import Conversation, TurnOutput
 from agents.vlm.families import make_adapter
 from agents.vlm.prompts import ChatRenderer, PromptStyle
 from agents.vlm.sampling import end_of_turn_ids
+from medvr_env import MedVRVQAEnv
+from medvr_env.boxes import Box, box_to_agent
+from medvr_env.protocol import render_tool_call
+from medvr_env.tools import DEFAULT_TOOLS
 
 from .tokenizer import NO_TOOLS
 
@@ -147,8 +147,7 @@ def render_vqa(renderer: EpisodeRenderer, dataset: Any, out: RenderedSet, source
     env = MedVRVQAEnv(dataset=dataset, tools=tools, bbox_format=renderer.bbox_format)
     for i in tqdm(range(len(dataset)), desc=f"render {source}", disable=not progress, leave=False):
         sample = dataset[i]
-        script = iter([f"<answer>{answer_text(sample)}</answer>"])
-        _add(out, renderer.play(env, i, lambda _env: next(script, None)), source)
+        _add(out, renderer.play(env, i, Turns([f"<answer>{answer_text(sample)}</answer>"])), source)
     env.close()
 
 
@@ -164,14 +163,25 @@ def render_procedural(renderer: EpisodeRenderer, dataset: Any, out: RenderedSet,
         sample = dataset[i]
         answer = f"<answer>{answer_text(sample)}</answer>"
         if rng.random() < no_tools_fraction:
-            script = iter([answer])
-            _add(out, renderer.play(env_plain, i, lambda _env: next(script, None)), "procedural-no-tools")
+            _add(out, renderer.play(env_plain, i, Turns([answer])), "procedural-no-tools")
             continue
 
         script = ZoomThenAnswer(sample, boxes, rng, renderer.bbox_format, answer)
         _add(out, renderer.play(env_tools, i, script), f"procedural-zoom-{boxes}")
     env_tools.close()
     env_plain.close()
+
+
+class Turns:
+    """Script of fixed turns: each call gives the next text, then ``None``."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts = list(texts)
+        self.turn = 0
+
+    def __call__(self, env: MedVRVQAEnv) -> str | None:
+        self.turn += 1
+        return self.texts[self.turn - 1] if self.turn <= len(self.texts) else None
 
 
 class ZoomThenAnswer:

@@ -9,7 +9,7 @@ env's tool feedback. Digits are split one per token, so every box coordinate is 
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -22,10 +22,9 @@ NO_TOOLS = ("think", "answer")
 
 def protocol_texts(seed: int = 0) -> list[str]:
     """System prompts (every box format; all tools and answer-only), turn wording, tool calls and env feedback."""
+    from agents.vlm.prompts import PromptStyle, question_text, system_prompt
     from medvr_env.protocol import render_tool_call
     from medvr_env.tools import DEFAULT_TOOLS, resolve_tool
-
-    from agents.vlm.prompts import PromptStyle, question_text, system_prompt
 
     style = PromptStyle()
     texts = []
