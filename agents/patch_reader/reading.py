@@ -26,6 +26,8 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from medvr_env.grading import normalize_answer
+
 from .candidates import (
     CANDIDATES_PER_POLARITY,
     CLASSES,
@@ -246,8 +248,6 @@ class Findings:
                 areas.append(max(best.area, 1e-8) if best is not None else 1e-8)
             p_left = 1.0 / (1.0 + math.exp(-4.0 * math.log(areas[0] / areas[1])))
             probs = {"left": p_left, "right": 1.0 - p_left}
-        from medvr_env.grading import normalize_answer
-
         by_norm = {normalize_answer(k): v for k, v in probs.items()}
         out = {a: by_norm.get(normalize_answer(a), 0.0) for a in answers}
         total = sum(out.values())
