@@ -94,14 +94,17 @@ def test_the_launcher_registers_the_topk_replica_in_the_trainer_process(config):
     assert issubclass(launcher.MedVRTaskRunnerImpl, launcher.TaskRunnerV1.__ray_metadata__.modified_class)
 
 
-def _launcher(*args: str):
+def _launcher(*args: str, run_dir=None):
     import subprocess
+    import tempfile
     import sys
 
     from tests.verl.fakes import CONFIG_DIR
 
     cmd = [sys.executable, "-m", "agents.integrations.verl.main", "--config-path", str(CONFIG_DIR),
            "--config-name", "medvr_qwen25vl_7b", *args]
+    # Hydra writes a run folder (outputs/<date>/...) into the working directory: keep it out of the checkout.
+    cmd.append(f"hydra.run.dir={run_dir or tempfile.mkdtemp(prefix='medvr-hydra-')}")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 
 
