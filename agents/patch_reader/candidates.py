@@ -1,11 +1,11 @@
 """Where a view may hold a finding, and the patches the reader classifies there (NumPy and OpenCV only).
 
 Everything is measured in fractions of the original image's side, so it does not depend on the
-original's pixel size: a finding's box is about :data:`FINDING_FRACTION` of the side (9.6-12.4 px at
-1024 px), a patch covers :data:`PATCH_FRACTION` (48 px at 1024) around its centre. A view is the
-observation (``obs["image"]``, ``S`` x ``S`` pixels) of the box ``obs["view_box"]``; a finding spans
-``FINDING_FRACTION * S / box side`` observation pixels there (2.4 px in a 224 px first view, 9.6 px
-after a 4x zoom). Patches are cut from the observation's own pixels and resampled to
+original's pixel size: the candidate detector looks for blobs of about :data:`FINDING_FRACTION` of the
+side (11 px at 1024; procedural findings are 7.7-9.9 px), a patch covers :data:`PATCH_FRACTION` (48 px
+at 1024) around its centre. A view is the observation (``obs["image"]``, ``S`` x ``S`` pixels) of the
+box ``obs["view_box"]``; a typical finding spans about ``FINDING_FRACTION * S / box side`` observation
+pixels there (2-2.4 px in a 224 px first view, 8-9.6 px after a 4x zoom). Patches are cut from the observation's own pixels and resampled to
 :data:`PATCH_PIXELS`, so the reader sees exactly the detail the view shows: a blurred dot at the
 first view, a shape after a zoom.
 """
@@ -19,7 +19,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-FINDING_FRACTION = 11.0 / 1024  # a typical finding's box side, fraction of the image side
+FINDING_FRACTION = 11.0 / 1024  # the blob scale candidates are looked for at, fraction of the image side
 PATCH_FRACTION = 48.0 / 1024  # a patch's side, fraction of the image side
 PATCH_PIXELS = 32  # patches are resampled to PATCH_PIXELS x PATCH_PIXELS
 PATCH_UNIT = 64.0  # grey levels per unit of patch value (patches are median-subtracted, not standardised)

@@ -22,10 +22,13 @@ single finding draws its size from one range, so findings of the same polarity a
 same faint dot in a 224 px view of the whole image: what kind a finding is shows only
 after a zoom (shape: lesion outline, cluster specks; edge sharpness: calcification vs
 nodule). Findings are placed on tissue (not on air or saturated areas), at least 5% from
-the border and apart from each other. At ``image_size=1024`` a finding's box is 9.6-12.4 px
-across (<= 2.8 px at 224, >= 8.4 px when a 256 px crop is shown at 224; clusters up to
-13.2 px). The larger finding of a ``comparison`` question is 1.25-1.4x the smaller one (up
-to ~14.8 px; the two differ by under 1 px at 224). All sizes scale with ``image_size``.
+the border and apart from each other. At ``image_size=1024`` a finding's box is 7.7-9.9 px
+across (<= 2.2 px at 224, >= 6.7 px when a 256 px crop is shown at 224; clusters up to
+10.6 px). The larger finding of a ``comparison`` question is 1.25-1.4x the smaller one (up
+to ~11.9 px; the two differ by under 1 px at 224). All sizes scale with ``image_size``.
+(These are 0.8x the sizes of the look-value study's variant V1: at full size the first view
+still answered 8.6 points above chance with the patch reader, at 0.8x 5.6; a 0.6x variant
+blinds the first view entirely.)
 
 Every sample, a ``presence`` question answered "no" included, has at least one look-alike
 distractor: a finding of another kind with the asked kind's polarity (nodule,
@@ -120,11 +123,11 @@ ANSWER_TYPES: dict[str, str] = {
     "count_mc": "closed",
 }
 MAX_FINDINGS = 4
-GENERATOR = "medvr-procedural-v2"
+GENERATOR = "medvr-procedural-v3"
 
 _MIN_IMAGE_SIZE = 128
 _REF = 1024.0  # sizes below are in pixels at image_size 1024 and scale with image_size
-_SIZE_SCALE = 1.0  # every finding size below is multiplied by this (the look-value study's V2 used 0.6)
+_SIZE_SCALE = 0.8  # every finding size below is multiplied by this (see the module docstring)
 _SIZE = {  # box side (longer side of the box), px at 1024: one range for every single finding
     "single": (9.6, 12.4),
     "cluster": (10.4, 13.2),
