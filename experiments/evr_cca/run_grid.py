@@ -46,7 +46,7 @@ DEFAULT_WARMSTART = "runs/evr_cca/warmstart3/model"
 DEFAULT_RUNS = "runs/evr_cca/grid"
 DEFAULT_RESULTS = str(Path(__file__).resolve().parent / "results")
 CURVE_KEYS = ("step", GENERATED, EVR_GENERATED, "evr/shared_generated_tokens", "evr/branch_rate", "medvr/branched",
-              "medvr/accuracy", "medvr/tool_rate", "probe/iou",
+              "medvr/accuracy", "medvr/answered", "medvr/well_formed", "medvr/tool_rate", "grad_norm", "probe/iou",
               "probe/window_iou", "probe/coverage", "rewards/tool/mean", "rewards/accuracy/mean", "entropy",
               "medvr/rollout_entropy", "reward")
 # The warm start used for the reported grid: three SFT stages of the bundled-size tiny VLM on 800 procedural train
@@ -145,6 +145,9 @@ def aggregate(results: Path, grid: dict[str, Any]) -> dict[str, Any]:
         f"Runs finished: {len(finished)} of {grid.get('planned_runs', '?')}; budget {budget} generated tokens per run; "
         f"{grid.get('eval_questions')} test questions per run. Command: `{grid.get('command')}`", "",
         "Mean ± 95 % t-interval half-width over seeds (n = seeds).", "", summary_table(records),
+        *(["The warm start every arm starts from, on the same questions (one evaluation):", "",
+           warmstart_table(json.loads((results / "warmstart.json").read_text(encoding="utf-8")))]
+          if (results / "warmstart.json").is_file() else []),
         "## Differences between arms (Welch 95 % interval)", "", comparison_table(records),
         "## The issue's targets", "", targets_markdown(rows),
     ])
@@ -152,6 +155,41 @@ def aggregate(results: Path, grid: dict[str, Any]) -> dict[str, Any]:
     summary = {"grid": grid, "finished": [list(f) for f in finished], "targets": rows, "curves": plotted}
     write_json(results / "summary.json", summary)
     return summary
+
+
+def evaluate_warmstart(warmstart: str, results: Path, eval_questions: int, configs_dir: str | Path = CONFIG_DIR,
+                       progress: bool = False) -> dict[str, Any]:
+    """The warm start itself (no RL) on the same test questions, with tools (arm 2's env) and without (arm 1's);
+    written to ``results/warmstart.json`` (skipped when it exists for the same questions)."""
+    from .evaluate import evaluate_checkpoint
+
+    path = results / "warmstart.json"
+    if path.is_file():
+        done = json.loads(path.read_text(encoding="utf-8"))
+        if done.get("eval_questions") == eval_questions and done.get("warmstart") == str(warmstart):
+            return done
+    out: dict[str, Any] = {"warmstart": str(warmstart), "eval_questions": eval_questions}
+    for name, key in (("tools", "arm2_tools"), ("no_tools", "arm1_outcome")):
+        _, train = read_arm_file(Path(configs_dir) / f"{key}.yaml")
+        policy = train["policy"]
+        out[name] = evaluate_checkpoint(str(warmstart), train["env"]["id"], train["env"]["kwargs"],
+                                        questions=eval_questions, max_new_tokens=policy["max_new_tokens"],
+                                        max_turns=policy["max_turns"], progress=progress)
+    write_json(path, out)
+    return out
+
+
+def warmstart_table(done: dict[str, Any]) -> str:
+    """Markdown: the warm start's numbers (one evaluation each, no seeds)."""
+    lines = ["| warm start (no RL) | accuracy (%) | tool rate (%) | zooms / episode | mIoU vs boxes | "
+             "IoU vs reading windows | finding in zoom (%) | tokens / test episode |", "|---|---|---|---|---|---|---|---|"]
+    for name in ("no_tools", "tools"):
+        r = done.get(name)
+        if r:
+            lines.append(f"| {name.replace('_', ' ')} | {100 * r['accuracy']:.1f} | {100 * r['tool_rate']:.1f} | "
+                         f"{r['zooms_per_episode']:.2f} | {r['miou']:.4f} | {r['window_iou']:.3f} | "
+                         f"{100 * r['coverage']:.1f} | {r['generated_tokens_per_episode']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- the grid
@@ -253,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=DEFAULT_RESULTS)
     p.add_argument("--notes", default="", help="a sentence recorded in grid.json and the summary (e.g. budget cuts)")
     p.add_argument("--write-configs", action="store_true", help="only write the arm configs, then exit")
+    p.add_argument("--eval-warmstart", action="store_true",
+                   help="only evaluate the warm start (with and without tools) on the test questions, then exit")
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild summary and PNG from --results")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -275,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(path)
         return 0
     results = Path(args.results)
+    if args.eval_warmstart:
+        evaluate_warmstart(args.warmstart, results, args.eval_questions, args.configs_dir, not args.no_progress)
+        print(results / "warmstart.json")
+        return 0
     if args.aggregate_only:
         grid_file = results / "grid.json"
         if not grid_file.is_file():
