@@ -249,3 +249,11 @@ def test_grid_end_to_end_skips_finished_runs_and_restarts_interrupted_ones(tmp_p
     run_grid(**settings)
     assert calls == [("arm6_box", 0)]
     assert (folder / "result.json").is_file() and (folder / "trained.json").read_text() == trained
+
+    # the warm start's reference row: the same questions, with tools and without
+    from experiments.evr_cca.run_grid import aggregate, evaluate_warmstart
+
+    done = evaluate_warmstart(str(tiny_qwen), results, 2, settings["base"])
+    assert done["tools"]["questions"] == done["no_tools"]["questions"] == 2 and done["no_tools"]["tool_rate"] == 0.0
+    aggregate(results, json.loads((results / "grid.json").read_text()))
+    assert "| no tools |" in (results / "summary.md").read_text()

@@ -37,7 +37,8 @@ from typing import Any, Callable, Sequence
 
 from agents.runner import write_json, write_jsonl, write_text
 
-from .arms import ARMS, BASE_CONFIG, CONFIG_DIR, Arm, arm_by_key, read_arm_file, write_arm_configs
+from .arms import (ARMS, BASE_CONFIG, CONFIG_DIR, Arm, arm_by_key, arm_document, read_arm_file, read_base,
+                   write_arm_configs)
 from .budget import EVR_GENERATED, GENERATED, read_records
 from .train_run import RESULT
 
@@ -157,7 +158,7 @@ def aggregate(results: Path, grid: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def evaluate_warmstart(warmstart: str, results: Path, eval_questions: int, configs_dir: str | Path = CONFIG_DIR,
+def evaluate_warmstart(warmstart: str, results: Path, eval_questions: int, base: str | Path = BASE_CONFIG,
                        progress: bool = False) -> dict[str, Any]:
     """The warm start itself (no RL) on the same test questions, with tools (arm 2's env) and without (arm 1's);
     written to ``results/warmstart.json`` (skipped when it exists for the same questions)."""
@@ -170,7 +171,7 @@ def evaluate_warmstart(warmstart: str, results: Path, eval_questions: int, confi
             return done
     out: dict[str, Any] = {"warmstart": str(warmstart), "eval_questions": eval_questions}
     for name, key in (("tools", "arm2_tools"), ("no_tools", "arm1_outcome")):
-        _, train = read_arm_file(Path(configs_dir) / f"{key}.yaml")
+        train = arm_document(arm_by_key(key), read_base(base))["train"]
         policy = train["policy"]
         out[name] = evaluate_checkpoint(str(warmstart), train["env"]["id"], train["env"]["kwargs"],
                                         questions=eval_questions, max_new_tokens=policy["max_new_tokens"],
@@ -316,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     results = Path(args.results)
     if args.eval_warmstart:
-        evaluate_warmstart(args.warmstart, results, args.eval_questions, args.configs_dir, not args.no_progress)
+        evaluate_warmstart(args.warmstart, results, args.eval_questions, args.base, not args.no_progress)
         print(results / "warmstart.json")
         return 0
     if args.aggregate_only:
