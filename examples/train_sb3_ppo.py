@@ -10,7 +10,7 @@ under ``if __name__ == "__main__"``. What it does:
    The policies train on train-split samples from index 100,000 on, which the reader has never seen.
 2. **Training.** PPO and MaskablePPO (``MultiInputPolicy``) on ``MedVR-VQA-Tensor-v0`` (128 px
    observations; ``MultiDiscrete([tool, region, answer])`` with a 4x4 grid, so one zoom shows a finding
-   at 4-6 px; the train split), each once plain and once inside
+   at 3.5-4.7 px; the train split), each once plain and once inside
    :class:`~medvr_env.wrappers.EntropyRegrounding` (EVR's regrounding as a reward term).
 3. **Evaluation.** Every policy answers the same held-out test-split samples (deterministic
    actions): accuracy, zoom rate, mean zooms and steps; against the scripted no-zoom agent

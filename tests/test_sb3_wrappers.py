@@ -71,7 +71,7 @@ def test_tokenizer_rejects_bad_arguments(kwargs, message):
 # ------------------------------------------------------------------ spaces
 def test_registered_spaces_match_the_documented_ones():
     md, d = _make("MedVR-VQA-Tensor-v0"), _make("MedVR-VQA-Tensor-Discrete-v0")
-    assert md.action_space == gym.spaces.MultiDiscrete([5, 16, 13])  # 4x4 grid: one zoom shows a finding at 4-6 px
+    assert md.action_space == gym.spaces.MultiDiscrete([5, 16, 13])  # 4x4 grid: a finding is 3.5-4.7 px after a zoom
     assert d.action_space == gym.spaces.Discrete(47)
     assert md.observation_space == d.observation_space
     space = md.observation_space

@@ -1,8 +1,8 @@
 """PatchReaderEstimator: the env's uncertainty estimator, reading the current view with the patch reader.
 
 It reads the view the policy sees, at the size it sees it (``resolution``: the env's ``obs_size``), so
-the reader works at the magnification the view shows: a finding is a 1-2 px dot on a 128 px first view
-and a 4-6 px shape after a 4x grid zoom. The entropy is the normalised entropy of
+the reader works at the magnification the view shows: a finding is a 1 px dot on a 128 px first view
+and a 3.5-4.7 px shape after a 4x grid zoom. The entropy is the normalised entropy of
 :meth:`~agents.patch_reader.reading.Findings.distribution` over the answers that fit the question:
 with ``accumulate=True`` (default) over every view the episode has shown so far, combined as the
 scripted agents combine them (a spot is judged by the most magnified view that holds it), so the
