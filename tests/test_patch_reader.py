@@ -317,3 +317,18 @@ def test_estimator_reads_the_view_the_policy_sees():
     assert obs["reader_answer"].sum() == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="resolution"):
         PatchReaderEstimator(resolution=8)
+
+
+def test_without_torch_the_scripted_agents_say_how_to_install_it(monkeypatch, tmp_path):
+    """A plain `pip install -e .` has no torch: the patch reader's error is one line with the fix, not a traceback."""
+    import sys
+
+    from agents.base import AgentSetupError
+    from agents.patch_reader import store
+
+    monkeypatch.setenv("MEDVR_CACHE", str(tmp_path))
+    monkeypatch.setattr(store, "_LOADED", {})
+    monkeypatch.delitem(sys.modules, "agents.patch_reader.model", raising=False)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails as if it were not installed
+    with pytest.raises(AgentSetupError, match=r"needs PyTorch.*pip install torch==2\.13\.0.*--agent blob-detector"):
+        store.load_reader()

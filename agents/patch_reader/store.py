@@ -40,7 +40,18 @@ def load_reader(path: str | Path | None = None, build: bool = True, progress: bo
     When the default checkpoint is missing and ``build`` is true, it is trained now (a few CPU minutes,
     with a progress bar) and saved there atomically. An explicit ``path`` that does not exist is an error.
     """
-    from .model import PatchReader
+    try:
+        from .model import PatchReader
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        from ..base import AgentSetupError
+
+        raise AgentSetupError(
+            "the patch reader that the scripted agents read views with needs PyTorch: install it with "
+            "`pip install torch==2.13.0` (CPU; plain `torch` pulls a CUDA build) and `pip install -e \".[agents]\"`, "
+            "or use --agent blob-detector, which needs no torch"
+        ) from None
 
     explicit = path is not None
     target = Path(path).expanduser() if explicit else default_path()
