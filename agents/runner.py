@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 import gymnasium as gym
 from tqdm.auto import tqdm
@@ -182,19 +182,27 @@ def partial_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write a text file atomically (a temp file in the same folder, then rename)."""
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Create ``path`` atomically: ``write(fh)`` fills a temp file in the same folder, which is then renamed.
+
+    A crash or an exception leaves any earlier file as it was (``torch.save(obj, fh)`` and checkpoints use it too).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (a temp file in the same folder, then rename)."""
+    return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:

@@ -8,8 +8,6 @@ reads every zoom level. Output: probabilities over :data:`~agents.patch_reader.c
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..runner import write_atomic
 from .candidates import CLASSES, PATCH_FRACTION, PATCH_PIXELS, PATCH_UNIT
 
 FORMAT = "medvr-patch-reader-v1"
@@ -99,20 +98,8 @@ class PatchReader:
     def save(self, path: str | Path) -> Path:
         """Write config and weights atomically (a temp file in the same folder, then rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT, "config": asdict(self.config), "state": self.model.state_dict()}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, lambda fh: torch.save(payload, fh))
 
     @classmethod
     def load(cls, path: str | Path) -> PatchReader:

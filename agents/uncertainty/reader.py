@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +32,7 @@ from torch import nn
 from medvr_env.grading import normalize_answer
 from medvr_env.wrappers.tokens import Tokenizer
 
+from ..runner import write_atomic
 from .backbone import EfficientNetLite0, load_pretrained, normalize, pretrained_weights_path
 
 FORMAT = "medvr-reader-v1"
@@ -180,7 +179,6 @@ class ImageReader:
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write the head and config atomically (temp file in the same folder, then rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": FORMAT,
             "config": asdict(self.config),
@@ -188,18 +186,7 @@ class ImageReader:
             "backbone_sha256": _sha256(pretrained_weights_path()),
             "extra": extra or {},
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, lambda fh: torch.save(payload, fh))
 
     @classmethod
     def load(cls, path: str | Path, weights: str | Path | None = None) -> ImageReader:
