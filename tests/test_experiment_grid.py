@@ -120,10 +120,17 @@ def test_curves_smoothing_interpolation_and_tokens_to_reach():
     assert mean[:3].tolist() == [0.0, 0.5, 1.0] and mean[3] == 1.0  # only seed 1 reached 40 tokens
     assert lo[0] == hi[0] == 0.0
     assert tokens_to_reach(grid, mean, 0.5) == 20.0 and tokens_to_reach(grid, mean, 2.0) is None
-    c2 = [0.1] * 50 + [0.5] * 50
-    c3 = [0.1] * 20 + [0.5] * 80
-    rows = targets([], {"arm2_tools": {"medvr/accuracy": c2}, "arm3_evr": {"medvr/accuracy": c3}}, budget=100)
-    assert rows[2]["met"] is True and "arm 2 at 51 tokens, by arm 3 at 21 tokens" in rows[2]["evidence"]
+    # target 3 on a 100-token budget (grid 1..100): arm 2 reaches its final 0.5 at 51, 52, 53 tokens; arm 3 at
+    # 21, 22, 23: 30 tokens sooner, every seed 1 token apart (sd 1), so the Welch interval is 30 ± t·sqrt(2/3)
+    def curve(at: int) -> np.ndarray:
+        return np.asarray([0.1] * (at - 1) + [0.5] * (101 - at))
+
+    mean2 = [0.1] * 50 + [0.5] * 50
+    seeds = {"arm2_tools": [curve(51), curve(52), curve(53)], "arm3_evr": [curve(21), curve(22), curve(23)]}
+    rows = targets([], {"arm2_tools": {"medvr/accuracy": mean2}}, 100, seeds)
+    assert rows[2]["met"] is True and "arm 2 [51, 52, 53], arm 3 [21, 22, 23]; arm 3 − arm 2 = -30" in rows[2]["evidence"]
+    seeds["arm3_evr"] = [curve(21), curve(52), curve(90)]  # sooner on average, but inside the seed noise
+    assert targets([], {"arm2_tools": {"medvr/accuracy": mean2}}, 100, seeds)[2]["met"] is False
 
 
 # ---------------------------------------------------------------------- the token budget
