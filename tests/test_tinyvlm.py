@@ -7,6 +7,7 @@ EfficientNet-Lite0 encoder (its weights are local and load in well under a secon
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -288,3 +289,23 @@ def test_a_grpo_step_runs_on_it(tiny_path, tmp_path):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(k.startswith("lm_head") or ".language_model." in k for k in changed), "one GRPO step changed no weight"
     assert not any(".vision." in k for k in changed), "the frozen encoder changed"
+
+
+def test_bundled_recipe_chains_its_phases(tmp_path, monkeypatch):
+    """``medvr sft --bundled`` runs every phase from the previous phase's model, the last one into OUT itself."""
+    from agents.tinyvlm import sft
+
+    calls = []
+
+    def fake_train(out, cfg, *, init=None, size="bundled", resume=False, progress=True):
+        calls.append((Path(out), cfg.batch_size, cfg.epochs, init))
+        (Path(out) / "model").mkdir(parents=True, exist_ok=True)
+        return Path(out) / "model"
+
+    monkeypatch.setattr(sft, "train", fake_train)
+    final = sft.build_bundled(tmp_path, sft.SFTConfig(), progress=False)
+    n = len(sft.BUNDLED_PHASES)
+    assert final == tmp_path / "model"
+    assert [c[0] for c in calls] == [tmp_path / f"phase{i}" for i in range(1, n)] + [tmp_path]
+    assert [c[1:3] for c in calls] == [(p["batch_size"], p["epochs"]) for p in sft.BUNDLED_PHASES]
+    assert calls[0][3] is None and all(c[3] == str(prev[0] / "model") for prev, c in zip(calls, calls[1:]))
