@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from agents.runner import write_json
+from agents.runner import write_atomic, write_json
 
 from .build import build_model, bundled_path, cache_root, save_checkpoint
 from .sft_data import BOX_SOURCES, EpisodeRenderer, Example, FeatureStore, RenderedSet, render_procedural, render_vqa
@@ -227,10 +227,8 @@ def plot_curve(history: History, path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def train(out_dir: str | os.PathLike, cfg: SFTConfig, *, init: str | None = None, size: str = "bundled",
@@ -356,9 +354,8 @@ def _load_or_render(out: Path, model: Any, processor: Any, cfg: SFTConfig,
         if data.get("key", {}).get("image_size") == key["image_size"]:
             known = data["features"]  # features are keyed by image content: still valid for the frozen encoder
     examples, store = render_dataset(model, processor, cfg, progress, FeatureStore(known))
-    tmp = path.with_name(".data.pt.tmp")
-    torch.save({"key": key, "examples": [asdict(e) for e in examples], "features": store.features}, tmp)
-    os.replace(tmp, path)
+    data = {"key": key, "examples": [asdict(e) for e in examples], "features": store.features}
+    write_atomic(path, lambda fh: torch.save(data, fh))
     return examples, store
 
 
