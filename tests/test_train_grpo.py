@@ -40,6 +40,7 @@ def test_example_configs_parse():
     ({"model": "m", "grpo": {"num_generations": 1, "per_device_train_batch_size": 1}}, ">= 2"),
     ({"grpo": {}}, "'model' is required"),
     ({"model": "m", "grpo": {"steps_per_generation": 2, "save_steps": 3}}, "cannot resume exactly"),
+    ({"model": "m", "log_rollouts_every": -1}, "log_rollouts_every must be a whole number"),
 ])
 def test_bad_configs_say_what_to_fix(data, message):
     with pytest.raises(ConfigError, match=message):
@@ -373,11 +374,66 @@ def test_medvr_train_runs_and_resumes_from_its_output_dir(tiny_path, tmp_path, c
     config["grpo"].update(max_steps=1, save_steps=1, disable_tqdm=True)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["train", "--config", str(path)]) == 0
+    assert main(["train", "--config", str(path), "--no-report"]) == 0
     out = tmp_path / "run"
     assert (out / "config.yaml").is_file() and (out / "final" / "model.safetensors").is_file()
     assert latest_checkpoint(out).name == "checkpoint-1"
+    assert not (out / "report.html").exists()  # --no-report
     assert main(["train", "--config", str(path), "--max-steps", "2"]) == 0
-    assert "trained 2 steps" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "trained 2 steps" in printed and "report:" in printed
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [1, 2]
     assert latest_checkpoint(out).name == "checkpoint-2"
+    # rollouts.jsonl: the first run's generation (step 0) kept, the resumed run's (step 1) appended, one group each
+    records = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    groups = {}
+    for r in records:
+        groups.setdefault(r["group"]["id"], []).append(r)
+    assert sorted(g[0]["group"]["step"] for g in groups.values()) == [0, 1]
+    for members in groups.values():
+        assert [m["group"]["index"] for m in members] == list(range(config["grpo"]["num_generations"]))
+        assert all(m["group"]["parent"] is None for m in members)  # EVR off: independent rollouts
+        assert len({m["sample"]["sample_id"] for m in members}) == 1  # one prompt per group
+    html = (out / "report.html").read_text()
+    assert '<section id="groups">' in html and "step 0/" in html and "step 1/" in html
+
+
+def test_rollout_records_carry_evr_branches_and_cca_credit(tiny_path, tmp_path):
+    """rollouts.jsonl with EVR and CCA on: each group has num_generations members, branches name a parent inside
+    their group (matching the logged branch rate), and every member carries the IoU and tool reward CCA gave it."""
+    from agents.report.cli import report_after_run
+    from agents.train.run import build_policy, train
+
+    evr = {"enabled": True, "p_base": 1.0, "gamma": 0.0, "min_delta": -1.0}  # every fork opportunity branches
+    config = make_config(tiny_path, tmp_path, group=4, batch=4, evr=evr, max_steps=2)
+    config.cca.enabled = True
+    policy = build_policy(config, device="cpu")
+    policy.sampling.logits_hooks = [ZoomGrammar(policy.tokenizer, zooms=1, coordinate_range=(0, 80))]
+    trainer = train(config, policy=policy, resume="never")
+    records = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * 4  # logging_steps=1: both generations
+    logged = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
+    for step, row in enumerate(logged):
+        members = [r["group"] for r in records if r["group"]["step"] == step]
+        assert [m["index"] for m in members] == [0, 1, 2, 3] and len({m["id"] for m in members}) == 1
+        branched = [m for m in members if m["parent"] is not None]
+        assert all(0 <= m["parent"] < 4 and m["parent"] != m["index"] and m["fork_turn"] is not None
+                   for m in branched)
+        assert len(branched) / 4 == pytest.approx(row["medvr/branched"])
+        assert all("iou" in m and m["tool_reward"] in (0.0, 0.5, 1.0) for m in members)
+    assert any(r["group"]["parent"] is not None for r in records)
+    assert trainer.state.global_step == 2
+
+    off = make_config(tiny_path, tmp_path / "off", max_steps=1)
+    off.log_rollouts_every = 0
+    train(off, resume="never")
+    assert not (tmp_path / "off" / "rollouts.jsonl").exists()
+    report = report_after_run(tmp_path, progress=False)
+    assert report is not None
+    html = report.read_text()
+    assert '<section id="groups">' in html
+    import re
+
+    shown = [json.loads(b) for b in re.findall(r'<script type="[^"]+" id="grp-\d+">(.*?)</script>', html, re.DOTALL)]
+    assert len(shown) == 2  # the report's own consensus pays what the trainer paid
+    assert all(m["tool_reward"] == m["rec_tool_reward"] for g in shown for m in g["members"])

@@ -5,7 +5,8 @@ A *run directory* is what ``medvr run`` or ``medvr eval`` wrote (see the README)
 - ``medvr run``: ``trajectories.jsonl`` and ``summary.json`` (``env``, ``agent``, ``env_kwargs``);
 - ``medvr eval``: ``trajectories/<env>__<agent>.jsonl`` and ``results.json`` (one entry per env and agent,
   each with ``env_id``, ``agent`` and ``env_kwargs``);
-- any folder (or single file) of ``*.jsonl`` episode records, e.g. a trainer's rollouts;
+- any folder (or single file) of ``*.jsonl`` episode records, e.g. a trainer's rollouts (``medvr train`` writes
+  ``rollouts.jsonl``; its ``config.yaml`` names the env, for the images);
 - optionally a metrics log (``metrics.jsonl``): one JSON object of numbers per line, plotted as learning curves.
 
 An interrupted run leaves ``<name>.jsonl.partial``; it is read when the finished file is missing.
@@ -154,7 +155,22 @@ def _eval_sources(root: Path) -> list[TrajectorySource]:
 
 def _loose_sources(root: Path) -> list[TrajectorySource]:
     files = sorted(p for p in root.glob("*.jsonl") if p.name not in METRICS_NAMES)
-    return [TrajectorySource(p, None, p.stem, {}, False) for p in files]
+    env_id, env_kwargs = _training_env(root)
+    return [TrajectorySource(p, env_id, p.stem, dict(env_kwargs), False) for p in files]
+
+
+def _training_env(root: Path) -> tuple[str | None, dict[str, Any]]:
+    """The env of a ``medvr train`` output folder (its ``config.yaml``), so the report can load the images."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # no config: the records alone still make a report
+        return None, {}
+    env = config.get("env") if isinstance(config, dict) else None
+    if not isinstance(env, dict) or not isinstance(env.get("id"), str):
+        return None, {}
+    return env["id"], dict(env.get("kwargs") or {})
 
 
 def iter_records(source: TrajectorySource) -> Iterator[dict[str, Any]]:

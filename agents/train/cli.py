@@ -4,7 +4,8 @@
     medvr train --config my.yaml --resume never --max-steps 10
     accelerate launch --config_file examples/accelerate_multi_gpu.yaml -m agents.train.cli --config my.yaml
 
-Prints a progress bar, writes ``metrics.jsonl``, checkpoints and ``final/`` under the config's ``output_dir``.
+Prints a progress bar, writes ``metrics.jsonl``, ``rollouts.jsonl``, checkpoints and ``final/`` under the config's
+``output_dir``, and at the end ``report.html`` (``medvr report``; ``--no-report`` to skip it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=None, help="override the config's output_dir")
     parser.add_argument("--max-steps", type=int, default=None, help="override grpo.max_steps")
     parser.add_argument("--check", action="store_true", help="only read and check the config, then exit")
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not write report.html (medvr report: rollouts and learning curves) at the end")
     return parser
 
 
@@ -60,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if trainer.accelerator.is_main_process:
         print(f"trained {trainer.state.global_step} steps; weights in {config.output_dir}/final, "
               f"metrics in {config.output_dir}/metrics.jsonl")
+        if not args.no_report:
+            from agents.report.cli import report_after_run
+
+            report_after_run(config.output_dir, progress=not trainer.args.disable_tqdm)
     return 0
 
 

@@ -12,6 +12,8 @@ Everything a GRPO run needs, in sections:
     rewards:  {accuracy: 1.0, format: 1.0, tool: 1.0, format_penalty: -0.2}
     lora:     {r: 16, alpha: 32}              # optional; omit for full fine-tuning
     grpo:     {num_generations: 16, per_device_train_batch_size: 16, beta: 0.001, learning_rate: 1.0e-6, ...}
+    log_rollouts_every: null                  # rollouts.jsonl: null = every grpo.logging_steps; 0 = off
+    log_rollouts_max: 2000
 
 The ``grpo`` section is passed to TRL's ``GRPOConfig`` as it is (any of its fields); the keys this module sets
 itself from the other sections (``output_dir``, ``seed``, ``temperature``, ...) are refused there with a pointer to
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -185,7 +188,14 @@ DEFAULT_GRPO: dict[str, Any] = {
 
 @dataclass
 class TrainConfig:
-    """One GRPO run (see the module docstring for the YAML layout)."""
+    """One GRPO run (see the module docstring for the YAML layout).
+
+    Attributes:
+        log_rollouts_every: Write the rollouts of the generation at step 0 and then of one generation every this
+            many optimizer steps to ``output_dir/rollouts.jsonl`` (episode records with their ``group`` field, read
+            by ``medvr report``); ``None``: every ``grpo.logging_steps`` steps; ``0``: write none.
+        log_rollouts_max: At most this many records in ``rollouts.jsonl`` (later generations are not written).
+    """
 
     model: str
     output_dir: str = "runs/grpo"
@@ -197,6 +207,8 @@ class TrainConfig:
     rewards: RewardSettings = field(default_factory=RewardSettings)
     lora: LoraSettings | None = None
     grpo: dict[str, Any] = field(default_factory=dict)
+    log_rollouts_every: int | None = None
+    log_rollouts_max: int = 2000
 
     # ------------------------------------------------------------------ reading
     @classmethod
@@ -254,6 +266,16 @@ class TrainConfig:
     def num_generations(self) -> int:
         return int(self.grpo_kwargs()["num_generations"])
 
+    def rollout_log_every(self) -> int:
+        """Steps between generations written to ``rollouts.jsonl`` (0: none); see ``log_rollouts_every``."""
+        if self.log_rollouts_every is not None:
+            return int(self.log_rollouts_every)
+        g = self.grpo_kwargs()
+        steps = float(g.get("logging_steps") or 1)
+        if steps < 1:  # a fraction of the run, as transformers reads it
+            steps = math.ceil(max(int(g.get("max_steps") or 0), 1) * steps)
+        return max(1, int(steps))
+
     def local_generation_batch(self) -> int:
         """Rollouts one process plays per generation: ``per_device_train_batch_size * steps_per_generation``."""
         g = self.grpo_kwargs()
@@ -262,6 +284,12 @@ class TrainConfig:
 
     def validate(self, where: str = "config") -> None:
         """Checks that need no TRL: owned keys, group sizes, EVR/CCA ranges (GRPOConfig checks the rest)."""
+        for key in ("log_rollouts_every", "log_rollouts_max"):
+            value = getattr(self, key)
+            if value is None and key == "log_rollouts_every":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{where}: {key} must be a whole number >= 0 (0 writes no rollouts), got {value!r}")
         for key in self.grpo:
             if key in OWNED_GRPO_KEYS:
                 raise ConfigError(f"{where}: grpo.{key} is not allowed here: {OWNED_GRPO_KEYS[key]}")

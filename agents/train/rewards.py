@@ -62,6 +62,16 @@ def make_format_reward(penalty: float) -> Callable[..., list[float]]:
     return format_reward
 
 
+def group_credit(settings: CCASettings, episodes: Sequence[Any], accuracy: Sequence[float]) -> Any:
+    """CCA over one whole group (:func:`agents.credit.consensus_credit` with the config's settings); a trajectory
+    votes as correct when its accuracy reward is positive."""
+    from agents.credit import consensus_credit
+
+    return consensus_credit(list(episodes), eta=settings.eta, grid=settings.grid, min_correct=settings.min_correct,
+                            voters=settings.voters, correct=[a > 0 for a in accuracy],
+                            no_look_reward=settings.no_look_reward)
+
+
 def make_tool_reward(settings: CCASettings, group_size: int) -> Callable[..., list[float]]:
     """``1[R_acc > 0]·R_tool``: CCA's consensus credit per group (:func:`agents.credit.consensus_credit`), or 0
     when CCA is off. A trajectory counts as correct for the vote when its accuracy reward is positive."""
@@ -71,14 +81,10 @@ def make_tool_reward(settings: CCASettings, group_size: int) -> Callable[..., li
                     **_: Any) -> list[float]:
         if not settings.enabled:
             return [0.0] * len(completions)
-        from agents.credit import consensus_credit
-
         out = [0.0] * len(completions)
         cases: list[str] = []
         for run in groups_of(group, group_size):
-            credit = consensus_credit([episode[i] for i in run], eta=settings.eta, grid=settings.grid,
-                                      min_correct=settings.min_correct, voters=settings.voters,
-                                      correct=[accuracy[i] > 0 for i in run], no_look_reward=settings.no_look_reward)
+            credit = group_credit(settings, [episode[i] for i in run], [accuracy[i] for i in run])
             for i, value in zip(run, credit.tool_rewards):
                 out[i] = float(value)
             cases += [str(getattr(c, "value", c)) for c in credit.cases]
@@ -98,4 +104,4 @@ def reward_functions(rewards: Any, cca: CCASettings, group_size: int) -> tuple[l
     return funcs, [rewards.accuracy, rewards.format, rewards.tool]
 
 
-__all__ = ["accuracy_reward", "groups_of", "make_format_reward", "make_tool_reward", "reward_functions"]
+__all__ = ["accuracy_reward", "group_credit", "groups_of", "make_format_reward", "make_tool_reward", "reward_functions"]

@@ -4,6 +4,7 @@
     train(TrainConfig.from_yaml("examples/grpo_tiny.yaml"))
 
 Layout of ``output_dir``: ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per log event),
+``rollouts.jsonl`` (episode records of a sample of generations, with their ``group`` field, for ``medvr report``),
 ``checkpoint-N/`` (TRL's model, optimizer, scheduler, RNG and trainer state, then ``medvr_state.json`` last as the
 completion marker) and ``final/`` (the trained weights and processor).
 """
@@ -22,7 +23,7 @@ import yaml
 import medvr_env  # noqa: F401  (registers the env ids)
 from agents.runner import write_text
 
-from .callbacks import JsonlMetrics
+from .callbacks import JsonlMetrics, RolloutRecords
 from .config import ConfigError, TrainConfig
 from .rewards import reward_functions
 
@@ -121,9 +122,12 @@ def build_trainer(config: TrainConfig, *, policy: Any = None, callbacks: Sequenc
     args = build_grpo_args(config, policy.model.device, dtype, **grpo_overrides)
     funcs, _ = reward_functions(config.rewards, config.cca, config.num_generations)
     metrics = JsonlMetrics(Path(config.output_dir) / "metrics.jsonl")
+    rollouts = RolloutRecords(Path(config.output_dir) / "rollouts.jsonl", config.rollout_log_every(),
+                              config.log_rollouts_max)
     return MedVRGRPOTrainer(policy, env_factory, reward_funcs=funcs, args=args, train_dataset=dataset,
-                            callbacks=[metrics, *callbacks], peft_config=build_peft(config),
-                            evr=config.evr, rollout_seed=config.seed, config=config.to_dict())
+                            callbacks=[metrics, rollouts, *callbacks], peft_config=build_peft(config),
+                            evr=config.evr, rollout_seed=config.seed, config=config.to_dict(), cca=config.cca,
+                            rollout_records=rollouts)
 
 
 def resolve_resume(config: TrainConfig, resume: str | os.PathLike | bool | None) -> str | None:

@@ -10,6 +10,8 @@ TRL then builds the loss forward's ``pixel_values``/``image_grid_thw`` from thos
   ``policy.rollout_group`` (branches share the parent's prefix), otherwise from independent rollouts.
 - **Samples.** Each trajectory is one token sequence (:mod:`agents.train.samples`): prompt ids, completion ids,
   the generated-token mask (env-inserted text and images get no loss), the sampler's log-probs and the images.
+- **Rollout records.** With a :class:`~agents.train.callbacks.RolloutRecords`, the episode records of a sample
+  of training generations go to ``rollouts.jsonl`` with their ``group`` field (``agents/report/groups.py``).
 - **Checks.** Placeholder counts are checked per sample before any forward (:func:`check_image_tokens`), and the
   batch TRL built is checked to still carry the images (TRL drops them all silently on a mismatch).
 - **Groups.** A group never straddles processes (the config check), so group-level rewards (CCA) see whole groups.
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -37,7 +41,10 @@ from trl.models import unwrap_model_for_generation
 
 from agents.runner import write_json
 
+from .rewards import group_credit
 from .samples import ImageTokenMismatch, TrainSample, check_image_tokens, rollout_to_sample
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "medvr_state.json"
 SUPPORTED_VISION_INPUTS = {"pixel_values", "image_grid_thw"}
@@ -72,11 +79,15 @@ class MedVRGRPOTrainer(GRPOTrainer):
         evr: EVR settings (:class:`agents.train.config.EVRSettings`) or ``None`` for independent rollouts.
         rollout_seed: Base seed of rollouts and env resets.
         config: A JSON-friendly record saved with each checkpoint.
+        cca: CCA settings (:class:`agents.train.config.CCASettings`): with ``enabled``, rollout records carry each
+            member's IoU and tool reward.
+        rollout_records: Where the rollouts of a sample of generations are written (``None``: nowhere).
     """
 
     def __init__(self, policy: Any, env_factory: Callable[[], Any], *, reward_funcs: Sequence[Callable],
                  args: Any, train_dataset: Any, callbacks: Sequence[Any] | None = None, peft_config: Any = None,
-                 evr: Any = None, rollout_seed: int = 0, config: dict[str, Any] | None = None) -> None:
+                 evr: Any = None, rollout_seed: int = 0, config: dict[str, Any] | None = None, cca: Any = None,
+                 rollout_records: Any = None) -> None:
         adapter = policy.adapter
         vision_inputs = set(getattr(adapter.image_processor, "model_input_names", None) or ["pixel_values"])
         if not vision_inputs <= SUPPORTED_VISION_INPUTS:
@@ -116,10 +127,14 @@ class MedVRGRPOTrainer(GRPOTrainer):
         self._group_ids: list[int] = []
         self._pending_inputs: list[dict[str, Any]] | None = None
         self._last_samples: list[TrainSample] = []
+        self._last_links: list[tuple[Any, Any, int | None, int | None]] = []  # (key, parent, fork_turn, fork_token)
+        self.cca = cca
+        self.rollout_records = rollout_records
 
     # ------------------------------------------------------------------ generation
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._pending_inputs = inputs
+        training = self.model.training
         try:
             output = super()._generate_and_score_completions(inputs)
         finally:
@@ -136,7 +151,41 @@ class MedVRGRPOTrainer(GRPOTrainer):
                 f"pixel_values has {output['pixel_values'].shape[0]} rows for {sum(expected)} images: TRL can split "
                 f"vision inputs per sample only with one row per image (or Qwen's image_grid_thw)"
             )
+        step = int(self.state.global_step)
+        records = self.rollout_records
+        if training and records is not None and self.accelerator.is_main_process and records.due(step):
+            try:
+                records.write(step, self.group_records(self._last_samples, self.num_generations, step))
+            except OSError as exc:  # the records are for reading; training goes on without them
+                log.warning("rollout records of step %d not written to %s: %s", step, records.path, exc)
         return output
+
+    def group_records(self, samples: Sequence[TrainSample], group_size: int, step: int) -> list[dict[str, Any]]:
+        """The episode records of this process's last generation, each with its ``group`` field: the group id
+        the reward functions saw, the member's index, its EVR parent (an index in the group), fork turn and token,
+        and with CCA on, the IoU and tool reward it was paid (``agents/report/groups.py``)."""
+        out = []
+        for start in range(0, len(samples), group_size):
+            members = list(range(start, start + group_size))
+            position = {_key(self._last_links[i][0]): j for j, i in enumerate(members)}
+            credit = None
+            if self.cca is not None and getattr(self.cca, "enabled", False):
+                credit = group_credit(self.cca, [samples[i].fields["episode"] for i in members],
+                                      [samples[i].fields["accuracy"] for i in members])
+            for j, i in enumerate(members):
+                _, parent, fork_turn, fork_token = self._last_links[i]
+                info: dict[str, Any] = {
+                    "id": f"step {step}/{self._group_ids[i]}", "index": j, "step": step,
+                    "parent": None if parent is None else position.get(_key(parent)),
+                    "fork_turn": fork_turn, "fork_token": fork_token,
+                }
+                if credit is not None:
+                    info["iou"] = _finite(credit.members[j].iou)
+                    info["tool_reward"] = _finite(credit.members[j].tool_reward)
+                record = samples[i].fields["episode"].to_dict()
+                record["group"] = info
+                out.append(record)
+        return out
 
     def _generate(self, prompts: list):
         inputs = self._pending_inputs
@@ -178,6 +227,8 @@ class MedVRGRPOTrainer(GRPOTrainer):
                 options = [{"index": int(i)} for i in sample_indices]
                 envs = [self._pooled_env() for _ in range(n)]
                 rollouts = self.policy.rollout(envs, seeds=seeds, options=options, keys=list(range(n)))
+        self._last_links = [(r.key, getattr(r, "parent", None), getattr(r, "fork_turn", None),
+                             getattr(r, "fork_token", None)) for r in rollouts]
         return [rollout_to_sample(r) for r in rollouts]
 
     def _pooled_env(self) -> Any:
@@ -291,6 +342,15 @@ class MedVRGRPOTrainer(GRPOTrainer):
                 "complete": True,
                 "config": self.medvr_config,
             })
+
+
+def _key(key: Any) -> Any:
+    """A rollout key as a dict key (EVR keys may come back as lists)."""
+    return tuple(key) if isinstance(key, list) else key
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _has_full_weights(folder: str | os.PathLike) -> bool:
