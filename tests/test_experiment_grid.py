@@ -168,7 +168,7 @@ def test_box_reward_scores_zooms_on_the_reading_window_and_needs_a_correct_answe
     from experiments.evr_cca.rewards import grounding_probe, make_box_reward
 
     episodes = []
-    env = gym.make("MedVR-VQA-v0", dataset_kwargs={"num_samples": 2}, bbox_format="pixel")
+    env = gym.make("MedVR-VQA-v0", dataset_kwargs={"num_samples": 40}, bbox_format="pixel")
     sample = env.unwrapped.dataset[0]
     size = env.unwrapped.dataset.image_size
     window = [int(round(v)) for v in reading_window(sample.eval_boxes[0], (size, size))]
@@ -186,6 +186,12 @@ def test_box_reward_scores_zooms_on_the_reading_window_and_needs_a_correct_answe
                  log_metric=logged.__setitem__)
     # on the window and correct: 1.0; on the window but wrong: 0; elsewhere and correct: 0.5; no look: 0
     assert out == [1.0, 0.0, 0.5, 0.0] and logged["box/agrees"] == 0.25
+    # a sample without evaluation boxes has no reference: a correct zoom gets 0.5, as CCA without a consensus
+    boxless = next(i for i in range(len(env.unwrapped.dataset)) if not env.unwrapped.dataset[i].eval_boxes)
+    env.reset(seed=0, options={"index": boxless})
+    env.step({"name": "zoom", "arguments": {"bbox_2d": [0, 0, 300, 300]}})
+    env.step({"name": "answer", "arguments": {"text": "x"}})
+    assert reward(completions=[""], episode=[env.unwrapped.episode], accuracy=[1.0]) == [0.5]
     probe = grounding_probe(completions=[""] * 4, episode=episodes, log_metric=logged.__setitem__)
     assert probe == [0.0] * 4
     assert logged["probe/coverage"] == 0.5 and logged["probe/window_iou"] == pytest.approx(0.5, abs=0.02)

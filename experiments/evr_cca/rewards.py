@@ -6,7 +6,8 @@ columns :class:`agents.train.trainer.MedVRGRPOTrainer` attaches) and return one 
 - :func:`make_box_reward` (arm 6 only): the same ``R_tool`` rule as CCA (:func:`agents.credit.score_footprint`: 1.0
   when the footprint's IoU with the reference exceeds ``eta``, 0.5 otherwise, 0 for a wrong answer or no look), but
   the reference is the evaluation boxes' reading windows (:func:`.grounding.reading_window`) instead of the group's
-  consensus. The raw boxes would not do as a reference: a finding is ~10 px and a zoom at least 28 px, so no zoom
+  consensus (a sample without evaluation boxes, such as a "no" presence answer, has no reference: a correct zoom
+  gets 0.5, as in CCA without a consensus). The raw boxes would not do as a reference: a finding is ~10 px and a zoom at least 28 px, so no zoom
   could pass ``eta`` and every correct zoom would get the same 0.5. This is the upper reference of Table 6: it reads
   annotations that the method claims not to need.
 - :func:`grounding_probe`: logs ``probe/iou``, ``probe/window_iou`` and ``probe/coverage`` of the batch's
@@ -31,9 +32,10 @@ def make_box_reward(eta: float = 0.5, grid: Any = 64, no_look_reward: float = 0.
         for ep, acc in zip(episode, accuracy):
             fp = read_footprint(ep)
             boxes = list(ep.sample.eval_boxes)
-            if not boxes:
-                raise ValueError(f"sample {fp.sample_id} has no evaluation boxes: the box-supervised reward needs them")
-            reference = footprint_mask([reading_window(b, fp.image_size) for b in boxes], fp.image_size, grid)
+            # no evaluation box (e.g. a "no" presence answer: nothing to find): no reference, like CCA without a
+            # consensus, so a correct zoom gets the 0.5 of a look that cannot be graded
+            reference = (footprint_mask([reading_window(b, fp.image_size) for b in boxes], fp.image_size, grid)
+                         if boxes else None)
             case, _, value = score_footprint(acc > 0, fp.mask(grid), reference, eta=eta,
                                              no_look_reward=no_look_reward)
             out.append(float(value))
