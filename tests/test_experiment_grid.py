@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from experiments.evr_cca.aggregate import (arm_curve, comparison_table, smooth, summary_table, t_interval, targets,
-                                           tokens_to_reach, welch_difference)
+from experiments.evr_cca.aggregate import (arm_curve, comparison_table, question_type_table, smooth, summary_table,
+                                           t_interval, targets, tokens_to_reach, welch_difference)
 from experiments.evr_cca.arms import ARMS, arm_by_key, arm_document, deep_merge, read_arm_file, read_base, \
     write_arm_configs
 from experiments.evr_cca.grounding import coverage, footprint_grounding, reading_window
@@ -100,7 +100,9 @@ def test_summary_comparison_and_targets_tables():
     table = summary_table(records)
     half = 4.302653 * 2.0 / math.sqrt(3)  # accuracy in %: sd 2 points over 3 seeds
     assert f"| arm2_tools | 3 | 42.0 ± {half:.1f} |" in table
-    assert f"| arm6_box | 3 | 70.0 ± 0.0 |" in table and "acc. count (%)" in table
+    assert f"| arm6_box | 3 | 70.0 ± 0.0 |" in table
+    assert f"| arm2_tools | 3 | 42.0 ± {half:.1f} |" in question_type_table(records)
+    assert "| arm | seeds | count (n=10) |" in question_type_table(records)
     comp = comparison_table(records)
     assert "| arm5_evr_cca − arm2_tools | accuracy (%) | +20.0 |" in comp
     row = next(line for line in comp.splitlines() if line.startswith("| arm5_evr_cca − arm2_tools | accuracy"))

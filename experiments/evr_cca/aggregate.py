@@ -4,7 +4,7 @@
   seed the half-width is undefined (``nan``, printed as "n=1").
 - :func:`welch_difference`: the difference of two arms' means with its 95 % Welch interval (unequal variances,
   Welch-Satterthwaite degrees of freedom); a difference whose interval contains 0 is inside the seed noise.
-- :func:`summary_table`: the Markdown table of the report; :func:`comparison_table`: the arm differences;
+- :func:`summary_table`: the Markdown table of the report (:func:`question_type_table`: accuracy per question type); :func:`comparison_table`: the arm differences;
   :func:`targets`: the issue's three targets, each met or not with the numbers that decide it.
 - :func:`plot_curves`: accuracy, grounding, tool reward, entropy and tool rate of the training rollouts against
   generated tokens, one line per arm (mean over seeds) with a band (the 95 % t-interval over seeds).
@@ -119,10 +119,9 @@ def question_types(results: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def summary_table(results: Sequence[Mapping[str, Any]], metrics: Sequence[str] = tuple(METRICS)) -> str:
-    """Markdown: one row per arm, ``mean ± 95 % half-width`` over seeds per metric (then accuracy per question type)."""
+    """Markdown: one row per arm, ``mean ± 95 % half-width`` over seeds per metric."""
     groups = by_arm(results)
-    qts = question_types(results)
-    header = ["arm", "seeds"] + [METRICS[m][0] for m in metrics] + [f"acc. {qt} (%)" for qt in qts]
+    header = ["arm", "seeds"] + [METRICS[m][0] for m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, runs in groups.items():
         row = [key, str(len(runs))]
@@ -130,6 +129,22 @@ def summary_table(results: Sequence[Mapping[str, Any]], metrics: Sequence[str] =
             vals = values(runs, m)
             mean, half = t_interval(vals)
             row.append(_fmt(mean, half, METRICS[m][3], len(vals)))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def question_type_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: test accuracy (%) per question type, one row per arm, ``mean ± 95 % half-width`` over seeds."""
+    groups = by_arm(results)
+    qts = question_types(results)
+    sizes = {}
+    for r in results:
+        for qt, v in (r.get("eval", {}).get("by_question_type") or {}).items():
+            sizes.setdefault(qt, v.get("n"))
+    header = ["arm", "seeds"] + [f"{qt} (n={sizes.get(qt)})" for qt in qts]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, runs in groups.items():
+        row = [key, str(len(runs))]
         for qt in qts:
             vals = [100.0 * r["eval"]["by_question_type"][qt]["accuracy"] for r in runs
                     if qt in (r["eval"].get("by_question_type") or {})]
@@ -363,5 +378,5 @@ def targets_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 __all__ = ["COMPARISONS", "CURVES", "METRICS", "arm_curve", "by_arm", "comparison_table", "plot_curves", "run_curve",
-           "seed_curve", "smooth", "summary_table", "t_interval", "targets", "targets_markdown", "tokens_to_reach", "values",
+           "seed_curve", "question_type_table", "smooth", "summary_table", "t_interval", "targets", "targets_markdown", "tokens_to_reach", "values",
            "welch_difference"]

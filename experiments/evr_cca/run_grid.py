@@ -132,8 +132,8 @@ def aggregate(results: Path, grid: dict[str, Any]) -> dict[str, Any]:
     """Rewrite ``summary.md``, ``summary.json`` and ``curves.png`` from the published runs."""
     import numpy as np
 
-    from .aggregate import (comparison_table, plot_curves, run_curve, seed_curve, summary_table, targets,
-                            targets_markdown)
+    from .aggregate import (comparison_table, plot_curves, question_type_table, run_curve, seed_curve, summary_table,
+                            targets, targets_markdown)
 
     records, curves = collect(results)
     if not records:
@@ -157,6 +157,8 @@ def aggregate(results: Path, grid: dict[str, Any]) -> dict[str, Any]:
         *(["The warm start every arm starts from, on the same questions (one evaluation):", "",
            warmstart_table(json.loads((results / "warmstart.json").read_text(encoding="utf-8")))]
           if (results / "warmstart.json").is_file() else []),
+        "Test accuracy (%) by question type (n: questions of that type among the test questions):", "",
+        question_type_table(records),
         "## Differences between arms (Welch 95 % interval)", "", comparison_table(records),
         "## The issue's targets", "", targets_markdown(rows),
     ])
