@@ -276,6 +276,11 @@ def plot_curves(runs: Mapping[str, Sequence[tuple[str, int]]], path: str | os.Pa
             ax.plot(grid, mean, color=f"C{i}", lw=1.6, label=f"{key} (n={len(runs_of_arm)})")
             ax.fill_between(grid, lo, hi, color=f"C{i}", alpha=0.18, lw=0)
     for ax, (metric, label) in zip(axes.flat, CURVES):
+        means = [v for arm in plotted.values() for v in arm.get(metric, []) if v is not None]
+        if means:  # frame the means: with 3 seeds a t-band can be wider than the metric's range
+            lo, hi = min(means), max(means)
+            pad = max(0.5 * (hi - lo), 0.05 * max(abs(hi), 1e-6))
+            ax.set_ylim(lo - pad, hi + pad)
         ax.set_title(label)
         ax.set_xlabel("generated tokens")
         ax.grid(alpha=0.3)
