@@ -379,6 +379,10 @@ def test_medvr_train_runs_and_resumes_from_its_output_dir(tiny_path, tmp_path, c
     assert (out / "config.yaml").is_file() and (out / "final" / "model.safetensors").is_file()
     assert latest_checkpoint(out).name == "checkpoint-1"
     assert not (out / "report.html").exists()  # --no-report
+    assert (out / "final" / "preprocessor_config.json").is_file()  # the image settings Qwen-VL needs to reload
+    from agents.vlm.loading import load_vlm
+
+    assert load_vlm(str(out / "final"), device="cpu").model is not None  # final/ is a checkpoint the policy loads
     assert main(["train", "--config", str(path), "--max-steps", "2"]) == 0
     printed = capsys.readouterr().out
     assert "trained 2 steps" in printed and "report:" in printed

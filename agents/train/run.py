@@ -166,7 +166,13 @@ def save_final(trainer: Any, final: Path) -> Path:
     staging = final.with_name(f".{final.name}.partial")
     trainer.save_model(str(staging))
     if trainer.accelerator.is_main_process:
-        trainer.policy.vlm.processor.save_pretrained(str(staging))
+        processor = trainer.policy.vlm.processor
+        processor.save_pretrained(str(staging))
+        # transformers 5 writes Qwen-VL's image settings only through the image processor itself
+        # (preprocessor_config.json); without it the saved model does not load.
+        image_processor = getattr(processor, "image_processor", None)
+        if image_processor is not None:
+            image_processor.save_pretrained(str(staging))
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
