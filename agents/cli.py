@@ -21,6 +21,7 @@ from medvr_env.registration import load_registry
 from medvr_env.tools import registered_tools, resolve_tool
 
 from .base import AGENTS, AgentSetupError, make_agent
+from .cli_types import int_at_least
 from .evaluate import EvaluationError, evaluate, table1_markdown
 from .report.cli import add_parser as add_report_parser
 from .report.cli import report_after_run
@@ -271,27 +272,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _int_at_least(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
 def _add_shared_options(cmd: argparse.ArgumentParser) -> None:
     """Options ``run`` and ``eval`` share: the agent's weights and options, data, seed, env kwargs, progress."""
     cmd.add_argument("--model", default=None, help="model path or hub id, for agents that load weights (--agent vlm)")
     cmd.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
                      help="agent options, e.g. max_new_tokens=256 temperature=0.7 max_images=6 (vlm)")
     cmd.add_argument("--data-root", default=None, help="dataset folder for real-data ids (else $MEDVR_DATA/<dataset>)")
-    cmd.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the first reset (default: 0)")
+    cmd.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the first reset (default: 0)")
     cmd.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="extra env kwargs")
     cmd.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     cmd.add_argument("--no-report", action="store_true", help="do not write report.html (medvr report) at the end")
@@ -305,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an agent for N episodes and report accuracy, zoom rate, steps")
     run.add_argument("--env", default="MedVR-VQA-v0", help="registered env id (default: MedVR-VQA-v0)")
     run.add_argument("--agent", default="scripted", help=f"one of {', '.join(sorted(AGENTS))} or package.module:Class")
-    run.add_argument("--episodes", type=_int_at_least(1), default=100, help="number of episodes (default: 100)")
+    run.add_argument("--episodes", type=int_at_least(1), default=100, help="number of episodes (default: 100)")
     run.add_argument("--split", default=None, help="dataset split, e.g. train or test")
     run.add_argument("--out", default="runs", help="folder for trajectories and summary (default: runs/)")
     _add_shared_options(run)
@@ -317,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--agent", action="append", default=None,
                     help=f"one of {', '.join(sorted(AGENTS))} or package.module:Class; repeat to compare (default: scripted)")
     ev.add_argument("--split", default=None, help="dataset split (default: test)")
-    ev.add_argument("--limit", type=_int_at_least(1), default=None, help="evaluate only the first N questions")
+    ev.add_argument("--limit", type=int_at_least(1), default=None, help="evaluate only the first N questions")
     ev.add_argument("--out", default="runs", help="folder for results.json, table.md, trajectories (default: runs/)")
     ev.add_argument("--resume", default=None, metavar="DIR",
                     help="continue the interrupted evaluation in DIR (runs/eval_<date>-<time>) with its saved "

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..cli_types import int_at_least
 from .build import DEFAULT_MAX_EPISODES, ReportOptions, build_report
 from .records import ReportInputError
 
@@ -24,10 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cmd.add_argument("run_b", metavar="RUN_B", nargs="?", default=None, help="a second run to compare against")
     cmd.add_argument("--out", default=None,
                      help="where to write the report (default: RUN_DIR/report.html; RUN_DIR/compare_<B>.html)")
-    cmd.add_argument("--max-episodes", type=_non_negative, default=DEFAULT_MAX_EPISODES,
+    cmd.add_argument("--max-episodes", type=int_at_least(0), default=DEFAULT_MAX_EPISODES,
                      help=f"episodes shown in the list; the summary counts all (default: {DEFAULT_MAX_EPISODES})")
-    cmd.add_argument("--max-groups", type=_non_negative, default=50, help="groups of rollouts shown (default: 50)")
-    cmd.add_argument("--page-size", type=_positive, default=20, help="episodes per page (default: 20)")
+    cmd.add_argument("--max-groups", type=int_at_least(0), default=50, help="groups of rollouts shown (default: 50)")
+    cmd.add_argument("--page-size", type=int_at_least(1), default=20, help="episodes per page (default: 20)")
     cmd.add_argument("--data-root", default=None, help="the run's dataset folder, if it moved since the run")
     cmd.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     cmd.set_defaults(func=cmd_report)
@@ -64,24 +65,6 @@ def report_after_run(run_dir: str | Path, *, progress: bool = True) -> Path | No
 
 def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
-
-
-def _non_negative(text: str) -> int:
-    return _int(text, 0)
-
-
-def _positive(text: str) -> int:
-    return _int(text, 1)
-
-
-def _int(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-    return value
 
 
 __all__ = ["add_parser", "cmd_report", "report_after_run"]
