@@ -93,18 +93,18 @@ def read_manifest_text(path: Path) -> str:
         ) from None
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON manifest; errors name the file and the position."""
+def read_json(path: Path, text: str | None = None) -> Any:
+    """Parse a JSON manifest (``text``: its contents, when already read); errors name the file and the position."""
     try:
-        return json.loads(read_manifest_text(path))
+        return json.loads(read_manifest_text(path) if text is None else text)
     except json.JSONDecodeError as exc:
         raise DatasetFormatError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def read_jsonl_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def read_jsonl_numbered(path: Path, text: str | None = None) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, record)`` of a JSON-lines manifest (blank lines skipped); errors name the file and line."""
     records = []
-    for number, line in enumerate(read_manifest_text(path).splitlines(), 1):
+    for number, line in enumerate((read_manifest_text(path) if text is None else text).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -117,9 +117,9 @@ def read_jsonl_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return records
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, text: str | None = None) -> list[dict[str, Any]]:
     """Parse a JSON-lines manifest (blank lines skipped); errors name the file and line."""
-    return [record for _, record in read_jsonl_numbered(path)]
+    return [record for _, record in read_jsonl_numbered(path, text)]
 
 
 def require_field(record: dict[str, Any], key: str, where: str) -> Any:

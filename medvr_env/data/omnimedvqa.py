@@ -39,12 +39,13 @@ OPTION_KEYS = ("option_A", "option_B", "option_C", "option_D")
 
 def read_json_or_jsonl(path: Path) -> list[Any]:
     """A JSON list, or JSON lines; errors name the file."""
-    if read_manifest_text(path).lstrip().startswith("["):
-        data = read_json(path)
+    text = read_manifest_text(path)  # read once: the first character decides the format
+    if text.lstrip().startswith("["):
+        data = read_json(path, text)
         if not isinstance(data, list):
             raise DatasetFormatError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
         return data
-    return read_jsonl(path)
+    return read_jsonl(path, text)
 
 
 class OmniMedVQADataset(FileDataset):
