@@ -200,6 +200,23 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
     return path
 
 
+def unwritable_folder(folder: str | Path) -> str | None:
+    """Why files cannot be written into ``folder`` (creating it if needed), or ``None`` when they can.
+
+    Long commands call it before their work, so a bad ``--out`` fails in a second, not after the run.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return "a file is in the way of that folder"
+    except OSError as exc:
+        return f"cannot create the folder ({exc.strerror or exc})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "the folder is not writable"
+    return None
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write a text file atomically (a temp file in the same folder, then rename)."""
     return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))

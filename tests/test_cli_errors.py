@@ -167,7 +167,9 @@ def test_ctrl_c_in_eval_then_resume_gives_the_uninterrupted_results(tmp_path, ca
 
 def test_sigint_stops_a_run_cleanly(tmp_path):
     """A real SIGINT to `medvr run` (what Ctrl-C sends), once the first episode is on disk."""
-    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "run", "--agent", "random", "--episodes", "100000",
+    # Started the way the installed `medvr` console script starts it (sys.exit(main())).
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from agents.cli import main; sys.exit(main())",
+                             "run", "--agent", "random", "--episodes", "100000",
                              "--out", str(tmp_path), "--no-progress"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
@@ -198,3 +200,22 @@ def test_bundled_agents_step_the_medvr_env_under_sb3_wrappers():
     assert policy_env(env, SB3Policy()) is env
     plain = gym.make("MedVR-VQA-v0")
     assert policy_env(plain, make_agent("random")) is plain  # nothing to peel: time limits and checks stay
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sft", "--init", "{tmp}/none", "--out", "{tmp}/o", "--max-steps", "1"], "--init {tmp}/none: no checkpoint there"),
+    (["sft", "--out", "{tmp}/file/x", "--max-steps", "1"], "--out {tmp}/file/x: cannot create the folder"),
+    (["train-patch-reader", "--out", "{tmp}/file/x/reader.pt"], "cannot create the folder"),
+    (["run", "--agent", "tiny", "--model", "{tmp}/none", "--episodes", "1", "--no-report"],
+     "--model {tmp}/none: no checkpoint there"),
+])
+def test_long_commands_refuse_a_bad_path_before_any_work(tmp_path, capsys, argv, message):
+    """A wrong --init/--model or an --out under a file is one line and exit 2 at once, not after minutes of training."""
+    (tmp_path / "file").write_text("a file, not a folder")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # delegated commands exit through their own argparse
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message.replace("{tmp}", str(tmp_path)) in err and "Traceback" not in err

@@ -32,6 +32,7 @@ from medvr_env import imaging
 from medvr_env.boxes import Box
 from medvr_env.data.procedural import ProceduralDataset
 
+from ..runner import unwritable_folder
 from .candidates import CLASSES, ViewGeometry, cut_patches, find_candidates, to_gray
 from .model import PatchReader, PatchReaderConfig
 
@@ -278,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--train-samples and --epochs must be >= 1, --test-samples >= 0")
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out) if args.out else default_path()
+    problem = unwritable_folder(out.parent)
+    if problem:  # found now, not after minutes of training
+        parser.error(f"--out {out}: {problem}")
     reader, report = train_patch_reader(args.train_samples, args.test_samples, args.epochs, args.seed,
                                         progress=not args.no_progress)
     reader.save(out)

@@ -26,6 +26,9 @@ class TinyAgent(VLMAgent):
                  **kwargs: Any) -> None:
         path = Path(model) if model else bundled_path()
         if not (path / "config.json").is_file():
+            if model:  # the user named a checkpoint: say that one is missing, not that the bundled one is
+                raise FileNotFoundError(f"--model {model}: no checkpoint there (a folder with config.json, as "
+                                        "`medvr sft --out` or save_pretrained writes)")
             raise FileNotFoundError(BUILD_HINT.format(path=path))
         super().__init__(str(path), max_new_tokens=max_new_tokens, device=device, **kwargs)
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from agents.runner import write_atomic, write_json
+from agents.runner import unwritable_folder, write_atomic, write_json
 
 from .build import build_model, bundled_path, cache_root, save_checkpoint
 from .sft_data import BOX_SOURCES, EpisodeRenderer, Example, FeatureStore, RenderedSet, render_procedural, render_vqa
@@ -438,6 +438,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     out = args.out or (str(cache_root() / "tinyvlm") if args.bundled else f"runs/sft_{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.init and not (Path(args.init) / "config.json").is_file():
+        print(f"error: --init {args.init}: no checkpoint there (a folder with config.json)", file=sys.stderr)
+        return 2
+    problem = unwritable_folder(out)
+    if problem:  # found now, not after the data is rendered and the model trained
+        print(f"error: --out {out}: {problem}", file=sys.stderr)
+        return 2
     from medvr_env.data.files import DatasetNotFoundError
 
     try:
