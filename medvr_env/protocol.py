@@ -201,6 +201,28 @@ _FORMAT_HELP = {
 }
 
 
+def _signature(tool: type[Tool]) -> str:
+    """``name(required, optional?)`` from the tool's parameter schema."""
+    params = tool.parameters
+    required = set(params.get("required", ()))
+    names = [k if k in required else f"{k}?" for k in params.get("properties", {})]
+    return f"{tool.name}({', '.join(names)})"
+
+
+def _compact_system_prompt(tools: list[type[Tool]], callable_tools: list[type[Tool]], bbox_format: str) -> str:
+    lines = ["Answer the question about the medical image."]
+    if callable_tools:
+        lines.append("Tools: " + ", ".join(_signature(t) for t in callable_tools) + ".")
+        if any(t.argument_with_role("box") for t in callable_tools):
+            lines.append(f"Boxes: [x1, y1, x2, y2] in {_FORMAT_HELP[bbox_format]}; source: image number, 0 = original.")
+        lines.append('Call: <tool_call>{"name": ..., "arguments": {...}}</tool_call>')
+    answer = "Answer: <answer>...</answer>"
+    if any(t.name == "answer" for t in tools):
+        answer += " (option letter for multiple choice)"
+    lines.append(answer)
+    return "\n".join(lines)
+
+
 def render_tool_call(name: str, arguments: Mapping[str, Any], think: str = "") -> str:
     """Text for one tool-call turn (``answer`` and ``think`` use their own tags)."""
     head = f"<think>{think}</think>\n" if think else ""
@@ -212,10 +234,16 @@ def render_tool_call(name: str, arguments: Mapping[str, Any], think: str = "") -
     return f"{head}<tool_call>{payload}</tool_call>"
 
 
-def render_system_prompt(tools: Iterable[type[Tool]], bbox_format: str) -> str:
-    """The system prompt listing the enabled tools (from their schemas) and the turn format."""
+def render_system_prompt(tools: Iterable[type[Tool]], bbox_format: str, *, compact: bool = False) -> str:
+    """The system prompt listing the enabled tools (from their schemas) and the turn format.
+
+    ``compact=True`` lists each tool as a one-line signature instead of its JSON schema (about 70 tokens instead of
+    700): for small models trained from scratch, where a long constant prefix costs compute on every sequence.
+    """
     tools = list(tools)
     callable_tools = [t for t in tools if t.name not in ("think", "answer")]
+    if compact:
+        return _compact_system_prompt(tools, callable_tools, bbox_format)
     lines = [
         "You are an expert in medical image analysis. Answer the question about the image.",
         "You can look closer before answering: call a tool, and its result comes back as a new image.",

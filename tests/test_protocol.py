@@ -433,6 +433,21 @@ def test_system_prompt_lists_enabled_tools_and_format(bbox_format: str, phrase: 
     assert "x-medvr-role" not in prompt
 
 
+def test_compact_system_prompt_gives_signatures_not_schemas() -> None:
+    env = make_env(bbox_format="norm1000")
+    full = render_system_prompt(env.tools, env.bbox_format)
+    compact = render_system_prompt(env.tools, env.bbox_format, compact=True)
+    assert "Tools: zoom(bbox_2d, source?, label?), crop(bbox_2d, source?), relook(view?)." in compact
+    assert "between 0 and 1000" in compact and "[x1, y1, x2, y2]" in compact
+    assert "<tool_call>" in compact and "<answer>" in compact
+    assert '"type": "function"' not in compact and "x-medvr-role" not in compact
+    assert len(compact) < len(full) / 4
+    answer_only = render_system_prompt(make_env(tools=("think", "answer")).tools, "norm", compact=True)
+    assert "Tools:" not in answer_only and "<tool_call>" not in answer_only and "<answer>" in answer_only
+    no_boxes = render_system_prompt(make_env(tools=("relook", "answer")).tools, "norm", compact=True)
+    assert "relook(view?)" in no_boxes and "[x1, y1, x2, y2]" not in no_boxes
+
+
 def test_system_prompt_omits_disabled_tools() -> None:
     env = make_env(tools=("think", "zoom", "answer"))
     prompt = render_system_prompt(env.tools, env.bbox_format)

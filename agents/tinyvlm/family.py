@@ -8,10 +8,13 @@ coordinate; it is also the convention of Qwen2-VL and Qwen3-VL.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from PIL import Image
 
 from agents.vlm.families import FamilyAdapter, PreparedImage, register_family
+from agents.vlm.prompts import PromptStyle
 
 from .configuration import MODEL_TYPE
 
@@ -34,6 +37,10 @@ class MedVRTinyAdapter(FamilyAdapter):
         if image.size != (self.side, self.side):
             image = image.resize((self.side, self.side), Image.BICUBIC)
         return PreparedImage(image, image.size, self.image_tokens(image), (width, height))
+
+    def prompt_style(self, style: PromptStyle) -> PromptStyle:
+        """Tools as one-line signatures: a 700-token JSON prefix would cost more than the rest of an episode."""
+        return replace(style, compact_tools=True)
 
     def image_tokens(self, image: Image.Image) -> int:
         return int(self.model.config.image_seq_len)

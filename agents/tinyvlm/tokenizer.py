@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -30,7 +31,8 @@ def protocol_texts(seed: int = 0) -> list[str]:
     texts = []
     for tools in (DEFAULT_TOOLS, NO_TOOLS):
         classes = [resolve_tool(t) for t in tools]
-        texts += [system_prompt(classes, fmt, style) for fmt in ("norm1000", "norm", "pixel")]
+        texts += [system_prompt(classes, fmt, s) for fmt in ("norm1000", "norm", "pixel")
+                  for s in (style, replace(style, compact_tools=True))]
     texts += [style.view_label.format(index=i, width=224, height=224) for i in range(8)]
     texts += [style.tool_result_open, style.tool_result_close] + [style.evicted.format(index=i) for i in range(8)]
     texts.append(question_text("Which option?", "A. left\nB. right\nC. upper\nD. lower"))

@@ -86,6 +86,7 @@ class Conversation:
         if not isinstance(base, MedVRVQAEnv):
             raise TypeError(f"the VLM policy acts in MedVR envs, got {type(base).__name__}")
         self.env, self.base, self.key = env, base, key
+        style = adapter.prompt_style(style)
         self.adapter, self.renderer, self.budget, self.style = adapter, renderer, budget, style
         self.tokenizer = adapter.tokenizer
         self.eos_ids = frozenset(eos_ids)

@@ -92,6 +92,11 @@ class FamilyAdapter:
             raise ValueError(f"cannot find the image placeholder token of {type(self.model).__name__}")
         return value
 
+    def prompt_style(self, style: Any) -> Any:
+        """The :class:`~agents.vlm.prompts.PromptStyle` this family's checkpoints were trained with, given the
+        caller's; the default keeps it (a family that was trained on another rendering overrides this)."""
+        return style
+
     def suppressed_ids(self) -> list[int]:
         """Tokens the policy must never sample: image/video placeholders and the markers around them.
 

@@ -39,6 +39,8 @@ class PromptStyle:
         tool_result_open / tool_result_close: Wrap the env's feedback and new image in the tool-result turn.
         evicted: Replaces an image evicted by the image budget.
         extra_system: Appended to the system prompt.
+        compact_tools: List the tools as one-line signatures instead of JSON schemas (see
+            :func:`medvr_env.render_system_prompt`); a family adapter turns it on for models trained that way.
     """
 
     view_label: str = "(view {index}, {width}x{height} pixels)"
@@ -48,10 +50,11 @@ class PromptStyle:
         "[view {index}: image removed to stay within the image budget; relook at view {index} to see it again]"
     )
     extra_system: str = ""
+    compact_tools: bool = False
 
 
 def system_prompt(tools: Sequence[type], bbox_format: str, style: PromptStyle = PromptStyle()) -> str:
-    text = render_system_prompt(tools, bbox_format)
+    text = render_system_prompt(tools, bbox_format, compact=style.compact_tools)
     return f"{text}\n{style.extra_system}" if style.extra_system else text
 
 
