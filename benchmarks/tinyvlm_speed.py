@@ -4,11 +4,11 @@ same decoder size.
 
 Contenders (both saved and loaded back through :func:`agents.vlm.load_vlm` like a user's checkpoint):
 
-- **tiny**: MedVR's own model (``agents.tinyvlm``), the bundled shape: Qwen2 decoder with hidden 256, 4 layers,
-  intermediate 512; EfficientNet-Lite0 encoder (4.0 M parameters, real ImageNet weights), 49 image tokens per view.
+- **tiny**: MedVR's own model (``agents.tinyvlm``), the bundled shape (``SIZES["bundled"]``: Qwen2 decoder with
+  hidden 256, 2 layers, intermediate 512); EfficientNet-Lite0 encoder (4.0 M parameters, real ImageNet weights), 49 image tokens per view.
   ``--model PATH`` times a trained checkpoint instead (same shape; the weights do not change the cost);
-- **qwen2.5-vl**: ``Qwen2_5_VLForConditionalGeneration`` with the same text decoder size (hidden 256, 4 layers,
-  intermediate 512) and the tiny random vision tower of :func:`agents.testing.build_tiny_vlm` (hidden 32), images
+- **qwen2.5-vl**: ``Qwen2_5_VLForConditionalGeneration`` with the same text decoder size (hidden and layers
+  from ``SIZES["bundled"]``) and the tiny random vision tower of :func:`agents.testing.build_tiny_vlm` (hidden 32), images
   up to 224x224 px (64 image tokens). Its vision tower is far smaller than EfficientNet-Lite0, so per image it is
   the cheaper encoder; the decoders are matched.
 
@@ -49,6 +49,7 @@ from PIL import Image
 import medvr_env  # noqa: F401
 from agents.testing import ForceText, build_tiny_vlm
 from agents.tinyvlm import build_model
+from agents.tinyvlm.build import SIZES
 from agents.vlm import SamplingConfig, VLMPolicy, load_vlm
 from agents.vlm.loading import LoadedVLM
 
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tiny_path = args.model or build_model(Path(tmp) / "tiny", size="bundled")
-        qwen_path = build_tiny_vlm("qwen2_5_vl", Path(tmp) / "qwen", hidden_size=256, num_layers=4, image_side=224)
+        shape = SIZES["bundled"]
+        qwen_path = build_tiny_vlm("qwen2_5_vl", Path(tmp) / "qwen", hidden_size=shape["hidden_size"],
+                                   num_layers=shape["num_hidden_layers"], image_side=224)
         models = {"tiny": load_vlm(tiny_path, device="cpu"), "qwen2.5-vl": load_vlm(qwen_path, device="cpu")}
         print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
               f"{args.threads}, torch {torch.__version__}; {rounds} rounds")

@@ -23,6 +23,7 @@ from agents.tinyvlm import MedVRTinyAdapter, build_model
 from agents.tinyvlm.sft import batch_loss, make_batches
 from agents.tinyvlm.sft_data import EpisodeRenderer, FeatureStore, RenderedSet, render_procedural, zoom_box
 from agents.vlm import SamplingConfig, VLMPolicy, load_vlm
+from agents.vlm.prompts import PromptStyle
 from medvr_env.data.procedural import ProceduralDataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -162,6 +163,18 @@ def test_sft_examples_are_the_policys_own_token_sequences(loaded, rendered):
     assert segment.generated == zoom_ex.target
 
 
+def test_the_tiny_family_renders_the_compact_system_prompt(loaded, rendered):
+    """Its checkpoints are trained on one-line tool signatures, and the policy shows them the same prompt."""
+    out, _ = rendered
+    tok = loaded.processor.tokenizer
+    image_id = loaded.model.config.image_token_id
+    example = next(e for e in out.examples if e.source == "procedural-zoom-eval")
+    system = tok.decode(example.ids[:example.first_image(image_id)])
+    assert "Tools: zoom(bbox_2d" in system and '"type": "function"' not in system
+    assert example.first_image(image_id) < 150
+    assert loaded.adapter.prompt_style(PromptStyle()).compact_tools
+
+
 def test_zoom_boxes_come_from_the_eval_boxes_or_at_random():
     dataset = ProceduralDataset(split="train", num_samples=40)
     sample = next(dataset[i] for i in range(40) if dataset[i].eval_boxes)
@@ -233,11 +246,73 @@ def test_sft_command_writes_checkpoints_and_resumes(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
+def test_batches_draw_examples_at_random_within_one_system_prompt():
+    """Not grouped by image: grouping made consecutive updates pull towards one image's answers, and SFT stalled."""
+    from agents.tinyvlm.sft_data import Example
+
+    image_id, system_a, system_b = 9, [1, 2, 3], [1, 4]
+    examples = [Example(system_a + [image_id] * 2 + [5], [False] * 5 + [True], [f"img{i % 4}"], "a")
+                for i in range(64)]
+    examples += [Example(system_b + [image_id] * 2 + [5], [False] * 4 + [True], ["img0"], "b") for _ in range(8)]
+    batches = make_batches(examples, image_id, 8, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(len(examples)))
+    for batch in batches:
+        assert len({tuple(examples[i].ids[:examples[i].first_image(image_id)]) for i in batch}) == 1
+    mixed = [len({examples[i].images[0] for i in b}) for b in batches if examples[b[0]].source == "a"]
+    assert sum(mixed) / len(mixed) > 2.5, mixed  # 8 draws from 4 images: ~3.6 distinct on average
+
+
+def test_answers_are_written_in_one_spelling():
+    from agents.tinyvlm.sft_data import answer_text
+    from medvr_env.data.sample import Sample
+
+    def sample(answer, options=()):
+        return Sample("s", "q?", answer, "k", options=options)
+
+    assert answer_text(sample("Yes")) == answer_text(sample("yes")) == "yes"
+    assert answer_text(sample(" Skull \tcartilage  and medulla ")) == "skull cartilage and medulla"
+    assert answer_text(sample("Right", ("left", "right"))) == "B"
+
+
+def test_sft_weight_average_is_the_final_model_and_resumes(tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from agents.cli import main
+    from agents.tinyvlm.sft import WeightAverage
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    average = WeightAverage([p], decay=0.5)
+    with torch.no_grad():
+        p.fill_(1.0)
+    average.update(step=100)  # decay min(0.5, 101/110) = 0.5
+    assert torch.allclose(average.shadow[0], torch.full((3,), 0.5))
+    with pytest.raises(ValueError, match="ema"):
+        WeightAverage([p], decay=1.0)
+
+    out = tmp_path / "sft"
+    args = ["sft", "--out", str(out), "--size", "test", "--no-vqa-rad", "--procedural", "6", "--batch-size", "4",
+            "--save-every", "1", "--no-progress", "--ema", "0.9", "--lr", "1e-2"]
+    assert main(args + ["--max-steps", "3"]) == 0
+    state = torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=False)
+    final = AutoModelForImageTextToText.from_pretrained(out / "model")
+    raw = AutoModelForImageTextToText.from_pretrained(out / "checkpoint")
+    trainable = [name for name, q in raw.named_parameters() if q.requires_grad]
+    final_params, raw_params = dict(final.named_parameters()), dict(raw.named_parameters())
+    assert len(state["ema"]) == len(trainable)
+    for name, avg in zip(trainable, state["ema"]):
+        assert torch.equal(final_params[name].detach(), avg)
+    assert any(not torch.equal(final_params[n], raw_params[n]) for n in trainable)
+    assert main(args + ["--max-steps", "4", "--resume"]) == 0
+    assert torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=False)["step"] == 4
+
+
 def test_bad_sft_options_are_clear_errors(capsys):
     from agents.cli import main
 
     assert main(["sft", "--epochs", "0"]) == 2
     assert "--epochs" in capsys.readouterr().err
+    assert main(["sft", "--ema", "1.5"]) == 2
+    assert "--ema" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["sft", "--boxes", "everywhere"])
 

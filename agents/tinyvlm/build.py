@@ -1,6 +1,6 @@
 """Build a new (untrained) MedVR tiny VLM checkpoint: tokenizer, config, real encoder weights, random decoder.
 
-``size="bundled"`` is the bundled agent's shape (Qwen2 decoder, hidden 256, 4 layers); ``size="test"`` is a
+``size="bundled"`` is the bundled agent's shape (Qwen2 decoder, hidden 256, 2 layers); ``size="test"`` is a
 hidden-64, 2-layer decoder for tests (built in a few seconds, same encoder). The encoder always carries the
 pretrained ImageNet weights of EfficientNet-Lite0 (local, loaded in well under a second).
 """
@@ -18,7 +18,7 @@ from .modeling import MedVRTinyForConditionalGeneration
 from .processing import IMAGE_TOKEN, VISION_END, VISION_START, MedVRTinyImageProcessor, MedVRTinyProcessor
 
 SIZES: dict[str, dict[str, Any]] = {
-    "bundled": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+    "bundled": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2),
     "test": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2),

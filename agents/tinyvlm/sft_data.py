@@ -108,15 +108,24 @@ class EpisodeRenderer:
         return example, list(seg.images), rollout.episode
 
 
+RENDER_VERSION = 2  # bump when the rendered examples change for the same settings (cached data.pt is re-rendered)
+
+
 def answer_text(sample: Any) -> str:
-    """The answer as the model should write it: the option letter for multiple choice, else the answer text."""
-    answer = str(sample.answer).strip()
+    """The answer as the model should write it: the option letter for multiple choice, else the answer text in
+    lower case with single spaces.
+
+    Grading ignores case and spacing, but a model trained on both "Yes" (513 times in VQA-RAD train) and "yes" (315)
+    splits one answer's probability over two first tokens, and greedy decoding then prefers "No" (738) even where
+    "yes" is the likelier answer. One spelling per answer removes that.
+    """
+    answer = " ".join(str(sample.answer).split())
     options = list(sample.options or ())
     if options:
         lowered = [str(o).strip().lower() for o in options]
         if answer.lower() in lowered:
             return chr(ord("A") + lowered.index(answer.lower()))
-    return answer
+    return answer.lower()
 
 
 def zoom_box(sample: Any, size: tuple[int, int], boxes: str, rng: np.random.Generator) -> Box:
@@ -234,5 +243,5 @@ class FeatureStore:
         return len(self.features)
 
 
-__all__ = ["BOX_SOURCES", "EpisodeRenderer", "Example", "FeatureStore", "RenderedSet", "answer_text", "image_key",
+__all__ = ["BOX_SOURCES", "RENDER_VERSION", "EpisodeRenderer", "Example", "FeatureStore", "RenderedSet", "answer_text", "image_key",
            "render_procedural", "render_vqa", "zoom_box"]

@@ -81,16 +81,18 @@ def dataset_texts(vqa_rad_root: str | None = None, procedural_samples: int = 200
     from medvr_env.data.sample import format_options
     from medvr_env.data.vqa_rad import VQARADDataset
 
+    from .sft_data import answer_text
+
     texts = []
     try:
         rad = VQARADDataset(split="train", data_root=vqa_rad_root)
-        texts += [t for s in rad.samples for t in (s.question, f"<answer>{s.answer}</answer>")]
+        texts += [t for s in rad.samples for t in (s.question, f"<answer>{answer_text(s)}</answer>")]
     except DatasetNotFoundError as exc:
         log.info("tokenizer without VQA-RAD text: %s", str(exc).splitlines()[0])
     proc = ProceduralDataset(split="train", num_samples=procedural_samples)
     for i in range(len(proc)):
         s = proc[i]
-        texts += [s.question, f"<answer>{s.answer}</answer>", format_options(s.options)]
+        texts += [s.question, f"<answer>{answer_text(s)}</answer>", format_options(s.options)]
     return [t for t in texts if t]
 
 
