@@ -12,7 +12,7 @@ from .build import bundled_path
 BUILD_HINT = (
     "the bundled tiny VLM is not built yet (looked in {path}). Build it once with\n"
     "    medvr sft --bundled\n"
-    "(about 30 minutes on 2 CPU cores; needs VQA-RAD in $MEDVR_DATA/vqa_rad or --data-root, and writes to "
+    "(about 18 minutes on 2 CPU cores; needs VQA-RAD in $MEDVR_DATA/vqa_rad or --data-root, and writes to "
     "$MEDVR_CACHE/tinyvlm, default ~/.cache/medvr/tinyvlm), or pass --model PATH to use another checkpoint"
 )
 
