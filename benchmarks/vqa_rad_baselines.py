@@ -91,9 +91,7 @@ def pooled_image_features(dataset: VQARADDataset, samples: Sequence) -> torch.Te
             image = Image.fromarray(pixels).convert("RGB").resize((224, 224), Image.BICUBIC)
             x = normalize(torch.from_numpy(np.asarray(image).copy()).unsqueeze(0))
             with torch.inference_mode():
-                h = net.features(x)
-                h = net.act(net._bn1(net._conv_head(h)))
-            cache[s.image_key] = h.mean(dim=(2, 3))[0]
+                cache[s.image_key] = net.head_features(x).mean(dim=(2, 3))[0]
         rows.append(cache[s.image_key])
     return torch.stack(rows)
 
@@ -169,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = run(args.data_root, max(1, args.seeds))
     except DatasetNotFoundError as exc:
+        if args.data_root:  # the user named a folder: that is a mistake, not a machine without the data
+            print(f"error: --data-root {args.data_root}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
         print(f"skipped: {exc}", file=sys.stderr)
         return 0
     print("\n| baseline (VQA-RAD test, 451 questions) | overall | closed | open |\n|---|---|---|---|")

@@ -80,8 +80,7 @@ class MedVRTinyModel(MedVRTinyPreTrainedModel):
         """Normalised images (N, 3, S, S) -> the encoder's feature grid (N, (S/32)**2, 1280)."""
         v = self.vision
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision):
-            h = v.features(pixel_values.to(next(v.parameters()).dtype))
-            h = v.act(v._bn1(v._conv_head(h)))
+            h = v.head_features(pixel_values.to(next(v.parameters()).dtype))
         return h.flatten(2).transpose(1, 2)
 
     def image_tokens(self, pixel_values: torch.Tensor | None = None,

@@ -139,9 +139,12 @@ class EfficientNetLite0(nn.Module):
             h = block(h)
         return h
 
+    def head_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1280-channel map after the head convolution (what the classifier pools) for normalised ``x``."""
+        return self.act(self._bn1(self._conv_head(self.features(x))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)
-        h = self.act(self._bn1(self._conv_head(h)))
+        h = self.head_features(x)
         h = torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1)
         return self._fc(self._dropout(h))
 
